@@ -1,0 +1,13 @@
+"""Architectures: the paper's CNN family by name, and a builder from layer specs."""
+
+from fl_leak.models.builder import SpecError, build_from_specs
+from fl_leak.models.registry import UnknownModelError, build_model, list_models, register_model
+
+__all__ = [
+    "SpecError",
+    "UnknownModelError",
+    "build_from_specs",
+    "build_model",
+    "list_models",
+    "register_model",
+]
