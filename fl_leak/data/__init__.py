@@ -1,0 +1,24 @@
+"""Data sets (an embedded offline one and torchvision-backed ones) and client partitioning."""
+
+from fl_leak.data.base import DatasetInfo, ImageDataset
+from fl_leak.data.partition import partition_indices
+from fl_leak.data.registry import (
+    DEFAULT_ROOT,
+    DatasetLoader,
+    UnknownDatasetError,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "DatasetInfo",
+    "DatasetLoader",
+    "ImageDataset",
+    "UnknownDatasetError",
+    "list_datasets",
+    "load_dataset",
+    "partition_indices",
+    "register_dataset",
+]
