@@ -1,0 +1,21 @@
+"""fl-leak: how much training data leaks from federated-learning updates.
+
+>>> import fl_leak
+>>> sorted(fl_leak.list_attacks())[:1]
+['linear']
+"""
+
+from fl_leak.attacks import LayerDiagnostics, Reconstruction, list_attacks, reconstruct
+from fl_leak.models import build_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LayerDiagnostics",
+    "Reconstruction",
+    "__version__",
+    "build_model",
+    "list_attacks",
+    "list_models",
+    "reconstruct",
+]

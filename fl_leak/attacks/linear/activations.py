@@ -1,0 +1,135 @@
+"""Activation adapters: each inverts its activation and gives its derivative from the output.
+
+The derivative is written as a function of the activation's *output*, which is what the walk has
+once the layer above is reconstructed; this keeps ReLU-type activations usable (their derivative is
+known from the sign of the output even where their inverse is not).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+# Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
+# unbounded there, so such rows carry no usable forward constraint.
+EDGE = 1e-12
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """Pre-activation values recovered from outputs, and which of them are trustworthy."""
+
+    pre_activation: Tensor
+    valid: Tensor  # bool, same shape: rows usable as forward constraints
+    clipped: int  # how many outputs lay at or past the activation's domain edge
+
+
+class Activation(ABC):
+    """An element-wise activation ``y = s(z)`` as the linear attack needs it."""
+
+    name: str = "activation"
+
+    @abstractmethod
+    def inverse(self, y: Tensor) -> Inversion:
+        """Recover ``z`` from ``y``, flagging entries where that is impossible or clipped."""
+
+    @abstractmethod
+    def derivative(self, y: Tensor) -> Tensor:
+        """``s'(z)`` expressed through the output ``y = s(z)``."""
+
+
+class Identity(Activation):
+    name = "identity"
+
+    def inverse(self, y: Tensor) -> Inversion:
+        return Inversion(y, torch.ones_like(y, dtype=torch.bool), 0)
+
+    def derivative(self, y: Tensor) -> Tensor:
+        return torch.ones_like(y)
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+    def inverse(self, y: Tensor) -> Inversion:
+        inside = y.abs() < 1 - EDGE
+        z = torch.atanh(y.clamp(-1 + EDGE, 1 - EDGE))
+        return Inversion(z, inside, int((~inside).sum()))
+
+    def derivative(self, y: Tensor) -> Tensor:
+        return 1 - y.clamp(-1, 1) ** 2
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+    def inverse(self, y: Tensor) -> Inversion:
+        inside = (y > EDGE) & (y < 1 - EDGE)
+        z = torch.logit(y.clamp(EDGE, 1 - EDGE))
+        return Inversion(z, inside, int((~inside).sum()))
+
+    def derivative(self, y: Tensor) -> Tensor:
+        y = y.clamp(0, 1)
+        return y * (1 - y)
+
+
+class LeakyReLU(Activation):
+    """Leaky ReLU of any slope; slope 0 is ReLU, whose negative side cannot be inverted."""
+
+    def __init__(self, negative_slope: float) -> None:
+        self.slope = float(negative_slope)
+        self.name = "relu" if self.slope == 0 else f"leaky_relu({self.slope:g})"
+
+    def inverse(self, y: Tensor) -> Inversion:
+        positive = y > 0
+        if self.slope == 0:
+            return Inversion(torch.where(positive, y, torch.zeros_like(y)), positive, 0)
+        z = torch.where(positive, y, y / self.slope)
+        return Inversion(z, torch.ones_like(positive), 0)
+
+    def derivative(self, y: Tensor) -> Tensor:
+        return torch.where(y > 0, torch.ones_like(y), torch.full_like(y, self.slope))
+
+
+class Softplus(Activation):
+    """``y = log(1 + exp(beta z)) / beta``, linear above ``threshold`` as in PyTorch."""
+
+    def __init__(self, beta: float, threshold: float) -> None:
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        self.name = "softplus"
+
+    def inverse(self, y: Tensor) -> Inversion:
+        scaled = self.beta * y
+        inside = scaled > EDGE
+        safe = scaled.clamp(min=EDGE)
+        # log(expm1(s)) = s + log1p(-exp(-s)) stays finite for large s
+        z = torch.where(safe > self.threshold, safe, safe + torch.log(-torch.expm1(-safe)))
+        return Inversion(z / self.beta, inside, int((~inside).sum()))
+
+    def derivative(self, y: Tensor) -> Tensor:
+        scaled = (self.beta * y).clamp(min=0)
+        return torch.where(scaled > self.threshold, torch.ones_like(y), -torch.expm1(-scaled))
+
+
+ACTIVATION_ADAPTERS: dict[type[nn.Module], Callable[[nn.Module], Activation]] = {
+    nn.Identity: lambda module: Identity(),
+    nn.Tanh: lambda module: Tanh(),
+    nn.Sigmoid: lambda module: Sigmoid(),
+    nn.ReLU: lambda module: LeakyReLU(0.0),
+    nn.LeakyReLU: lambda module: LeakyReLU(module.negative_slope),  # type: ignore[arg-type]
+    nn.Softplus: lambda module: Softplus(module.beta, module.threshold),  # type: ignore[arg-type]
+}
+
+
+def activation_for(module: nn.Module) -> Activation | None:
+    """The adapter for ``module``, or None when it is not a supported activation."""
+    factory = ACTIVATION_ADAPTERS.get(type(module))
+    return factory(module) if factory else None
+
+
+__all__ = ["ACTIVATION_ADAPTERS", "EDGE", "Activation", "Inversion", "activation_for"]

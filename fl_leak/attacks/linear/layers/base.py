@@ -1,0 +1,111 @@
+"""The two kinds of layer adapters the linear attack is built from.
+
+A *weight operator* describes one weight layer ``z = A x + b`` for a batch ``x`` of shape
+``(B, *in_shape)``: the forward map ``x -> A x``, the gradient map ``x -> K_D(x)`` (the weight
+gradient that inputs ``x`` would produce with output gradients ``D``, summed over the batch), and
+the adjoints of both. A *linear map* is a parameter-free linear layer (flatten, average pooling)
+that is folded into the weight layer after it.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from torch import Tensor
+
+Shape = tuple[int, ...]
+
+
+class LinearMap(ABC):
+    """A parameter-free linear layer: ``apply`` and its exact ``adjoint``, batch first."""
+
+    def __init__(self, in_shape: Shape, out_shape: Shape) -> None:
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+
+    @abstractmethod
+    def apply(self, x: Tensor) -> Tensor:
+        """Map ``(B, *in_shape)`` to ``(B, *out_shape)``."""
+
+    @abstractmethod
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Map ``(B, *out_shape)`` back to ``(B, *in_shape)``: the transpose of ``apply``."""
+
+
+class WeightOperator(ABC):
+    """One weight layer's forward and gradient maps, for a fixed weight."""
+
+    def __init__(self, in_shape: Shape, out_shape: Shape, weight: Tensor, bias: Tensor | None):
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+        self.weight = weight
+        self.bias = bias
+
+    @property
+    def out_channels(self) -> int:
+        """Number of output channels (rows of a Linear weight, filters of a convolution)."""
+        return int(self.weight.shape[0])
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor:
+        """``A x`` without the bias: ``(B, *in_shape) -> (B, *out_shape)``."""
+
+    @abstractmethod
+    def forward_adjoint(self, z: Tensor) -> Tensor:
+        """``A^T z``: ``(B, *out_shape) -> (B, *in_shape)``."""
+
+    @abstractmethod
+    def gradient(self, x: Tensor, d: Tensor) -> Tensor:
+        """``K_D(x) = sum_b dL/dW`` for inputs ``x`` and output gradients ``d`` (weight-shaped)."""
+
+    @abstractmethod
+    def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
+        """``K_D^T g``: a weight-shaped ``g`` back to ``(B, *in_shape)``."""
+
+    def with_weight(self, weight: Tensor) -> WeightOperator:
+        """The same operator with another weight of the same shape (bias kept)."""
+        clone = copy.copy(self)
+        clone.weight = weight
+        return clone
+
+    def add_bias(self, z: Tensor) -> Tensor:
+        """``z + b`` broadcast over the output's spatial dimensions."""
+        if self.bias is None:
+            return z
+        return z + self.bias.reshape(self.out_channels, *([1] * (len(self.out_shape) - 1)))
+
+
+class Folded(WeightOperator):
+    """A weight operator preceded by parameter-free linear maps (``A' = A P_k ... P_1``)."""
+
+    def __init__(self, maps: Sequence[LinearMap], core: WeightOperator) -> None:
+        super().__init__(maps[0].in_shape, core.out_shape, core.weight, core.bias)
+        self.maps = list(maps)
+        self.core = core
+
+    def with_weight(self, weight: Tensor) -> WeightOperator:
+        return Folded(self.maps, self.core.with_weight(weight))
+
+    def _apply(self, x: Tensor) -> Tensor:
+        for linear_map in self.maps:
+            x = linear_map.apply(x)
+        return x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        for linear_map in reversed(self.maps):
+            y = linear_map.adjoint(y)
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.core.forward(self._apply(x))
+
+    def forward_adjoint(self, z: Tensor) -> Tensor:
+        return self._adjoint(self.core.forward_adjoint(z))
+
+    def gradient(self, x: Tensor, d: Tensor) -> Tensor:
+        return self.core.gradient(self._apply(x), d)
+
+    def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
+        return self._adjoint(self.core.gradient_adjoint(g, d))

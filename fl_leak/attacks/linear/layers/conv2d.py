@@ -1,0 +1,49 @@
+"""2-D convolution with any stride, zero padding, dilation and groups; bias on or off."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from fl_leak.attacks.linear.layers.base import Shape, WeightOperator
+from fl_leak.attacks.linear.layers.registry import register_weight_layer
+from fl_leak.errors import UnsupportedLayerError
+
+
+class Conv2dOperator(WeightOperator):
+    """``A x = conv2d(x, W)``; ``K_D(x)`` is conv2d's weight gradient, its adjoint the input one."""
+
+    def __init__(self, module: nn.Conv2d, in_shape: Shape, weight: Tensor, bias: Tensor | None):
+        self.stride = module.stride
+        self.padding = module.padding
+        self.dilation = module.dilation
+        self.groups = module.groups
+        out = F.conv2d(weight.new_zeros(1, *in_shape), weight, None, **self._options())
+        super().__init__(in_shape, tuple(out.shape[1:]), weight, bias)
+
+    def _options(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "groups": self.groups}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, None, **self._options())
+
+    def forward_adjoint(self, z: Tensor) -> Tensor:
+        return conv2d_input((z.shape[0], *self.in_shape), self.weight, z, **self._options())
+
+    def gradient(self, x: Tensor, d: Tensor) -> Tensor:
+        return conv2d_weight(x, self.weight.shape, d, **self._options())
+
+    def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
+        return conv2d_input((d.shape[0], *self.in_shape), g, d, **self._options())
+
+
+@register_weight_layer(nn.Conv2d)
+def _conv2d(module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None):
+    assert isinstance(module, nn.Conv2d)
+    if module.padding_mode != "zeros":
+        raise UnsupportedLayerError("", module, f"padding_mode={module.padding_mode!r}")
+    if isinstance(module.padding, str):
+        raise UnsupportedLayerError("", module, f"padding={module.padding!r}; give it in pixels")
+    return Conv2dOperator(module, in_shape, weight, bias)

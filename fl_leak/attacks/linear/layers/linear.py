@@ -1,0 +1,29 @@
+"""Fully connected layer: ``z = W x + b`` with ``x`` flat."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fl_leak.attacks.linear.layers.base import Shape, WeightOperator
+from fl_leak.attacks.linear.layers.registry import register_weight_layer
+
+
+class LinearOperator(WeightOperator):
+    """``A x = W x``; ``K_D(X) = D^T X`` summed over the batch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T
+
+    def forward_adjoint(self, z: Tensor) -> Tensor:
+        return z @ self.weight
+
+    def gradient(self, x: Tensor, d: Tensor) -> Tensor:
+        return d.T @ x
+
+    def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
+        return d @ g
+
+
+@register_weight_layer(nn.Linear)
+def _linear(module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None):
+    return LinearOperator(in_shape, (int(weight.shape[0]),), weight, bias)

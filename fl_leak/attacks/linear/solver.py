@@ -1,0 +1,64 @@
+"""Least-squares solve of one layer's system, matrix-free, with scipy's LSMR."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import lsmr
+from torch import Tensor
+
+from fl_leak.attacks.linear.system import LayerSystem
+
+LSMR_STOP_REASONS = {
+    0: "x = 0 solves the system",
+    1: "residual below tolerance (consistent system)",
+    2: "least-squares optimality below tolerance",
+    3: "condition estimate above limit",
+    4: "residual at machine precision",
+    5: "least-squares optimality at machine precision",
+    6: "condition estimate at machine precision",
+    7: "iteration limit reached",
+}
+
+
+@dataclass
+class SolveReport:
+    """How a layer's least-squares solve stopped."""
+
+    iterations: int
+    stop_reason: str
+    residual: float  # ||U x - V|| / ||V|| on the scaled system
+    condition_estimate: float  # LSMR's running estimate of cond(U)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``."""
+
+    tolerance: float = 1e-12
+    max_iterations: int = 20_000
+
+
+def solve_layer(system: LayerSystem, options: SolverOptions = SolverOptions()) -> tuple[Tensor, SolveReport]:
+    """Minimum-norm least-squares solution of ``system`` and a report of the solve."""
+    start = time.perf_counter()
+    operator = system.as_scipy()
+    rhs = system.rhs().detach().cpu().double().numpy()
+    result = lsmr(
+        operator, rhs, atol=options.tolerance, btol=options.tolerance, conlim=1e16,
+        maxiter=options.max_iterations,
+    )
+    solution, istop, iterations = result[0], int(result[1]), int(result[2])
+    x = torch.from_numpy(np.asarray(solution)).to(system.target).reshape(system.unknown_shape)
+    report = SolveReport(
+        iterations=iterations,
+        stop_reason=LSMR_STOP_REASONS.get(istop, str(istop)),
+        residual=system.relative_residual(x),
+        condition_estimate=float(result[6]),
+        seconds=time.perf_counter() - start,
+    )
+    return x, report

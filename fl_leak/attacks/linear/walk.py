@@ -1,0 +1,86 @@
+"""The layerwise walk: solve the last layer, then each layer's stacked system from the top down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from fl_leak.attacks.linear.chain import Block, Chain
+from fl_leak.attacks.linear.last_layer import solve_last_layer
+from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
+from fl_leak.attacks.linear.system import LayerSystem
+from fl_leak.attacks.result import LayerDiagnostics
+
+# Called after each layer's solve with the layer's system and its solution; a correction step can
+# return an improved solution (the hybrid attack), or None to keep the least-squares one.
+LayerHook = Callable[[Block, LayerSystem, Tensor, LayerDiagnostics], Tensor | None]
+
+
+@dataclass
+class WalkResult:
+    """Per-layer inputs (index 0 is the model's input) and diagnostics, from the input up."""
+
+    inputs: list[Tensor]
+    systems: list[LayerSystem]
+    layers: list[LayerDiagnostics]
+
+
+def _last_layer_diagnostics(block: Block, solution_residual: float, seconds: float,
+                            batch: int) -> LayerDiagnostics:
+    n = batch * block.operator.weight.shape[1]
+    return LayerDiagnostics(
+        index=block.index, path=block.path, kind=block.kind, activation=block.activation.name,
+        unknowns=n, forward_equations=0, gradient_equations=block.weight_gradient.numel(),
+        deficiency_bound=0, residual=solution_residual, stop_reason="closed form", seconds=seconds,
+    )
+
+
+def walk(chain: Chain, batch: int, options: SolverOptions = SolverOptions(),
+         hook: LayerHook | None = None) -> WalkResult:
+    """Reconstruct every layer's input, from the last layer down to the model's input."""
+    start = time.perf_counter()
+    last = chain.last
+    assert last.bias_gradient is not None
+    solution = solve_last_layer(last.weight_gradient, last.bias_gradient, batch)
+    x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
+    d_above = solution.output_gradients
+    block_above = last
+    inputs, systems = [x_above], []
+    layers = [_last_layer_diagnostics(last, solution.residual, time.perf_counter() - start, batch)]
+    for block in reversed(chain.blocks[:-1]):
+        start = time.perf_counter()
+        inversion = block.activation.inverse(x_above)
+        d = block.activation.derivative(x_above) * block_above.operator.forward_adjoint(d_above)
+        bias = block.operator.add_bias(x_above.new_zeros(1, *block.operator.out_shape))
+        system = LayerSystem(
+            operator=block.operator,
+            output_gradient=d,
+            observed_gradient=block.weight_gradient,
+            target=inversion.pre_activation - bias,
+            valid=inversion.valid,
+        )
+        x, report = solve_layer(system, options)
+        diagnostics = LayerDiagnostics(
+            index=block.index, path=block.path, kind=block.kind, activation=block.activation.name,
+            unknowns=system.num_unknowns, forward_equations=system.forward_equations,
+            gradient_equations=system.num_gradient_rows, deficiency_bound=system.deficiency_bound(),
+            clipped=inversion.clipped, residual=report.residual, iterations=report.iterations,
+            stop_reason=report.stop_reason, condition_estimate=report.condition_estimate,
+        )
+        if hook is not None:
+            corrected = hook(block, system, x, diagnostics)
+            if corrected is not None:
+                x, diagnostics.corrected = corrected, True
+                diagnostics.residual = system.relative_residual(x)
+        diagnostics.seconds = time.perf_counter() - start
+        inputs.append(x)
+        systems.append(system)
+        layers.append(diagnostics)
+        x_above, d_above, block_above = x, d, block
+    inputs.reverse()
+    systems.reverse()
+    layers.reverse()
+    return WalkResult(inputs, systems, layers)

@@ -1,0 +1,56 @@
+"""What every attack returns: the inputs, the labels and per-layer diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass
+class LayerDiagnostics:
+    """How one layer's system looked and how its solve went.
+
+    ``deficiency_bound`` is a structural lower bound on the rank deficiency (unknowns minus
+    equations, with one dependency per output channel); ``rank`` and ``deficiency`` are filled where
+    the numerical rank was computed (the audit).
+    """
+
+    index: int
+    path: str
+    kind: str
+    activation: str
+    unknowns: int
+    forward_equations: int
+    gradient_equations: int
+    deficiency_bound: int
+    clipped: int = 0
+    residual: float = float("nan")
+    iterations: int = 0
+    stop_reason: str = ""
+    condition_estimate: float = float("nan")
+    seconds: float = 0.0
+    corrected: bool = False
+    rank: int | None = None
+    deficiency: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reconstruction:
+    """Result of :func:`fl_leak.reconstruct`.
+
+    ``inputs`` has shape ``(B, *input_shape)`` in the model's input space; ``labels`` has shape
+    ``(B,)``; ``layers`` lists the weight layers from the input up (empty for optimisation attacks).
+    """
+
+    inputs: Tensor
+    labels: Tensor
+    layers: list[LayerDiagnostics] = field(default_factory=list)
+    attack: str = ""
+    seconds: float = 0.0
+    labels_recovered: bool = True
+    notes: list[str] = field(default_factory=list)
