@@ -43,7 +43,9 @@ def register_attack(name: str) -> Callable[[Attack], Attack]:
 def get_attack(name: str) -> Attack:
     """The attack registered as ``name``; the error lists the known names."""
     if name not in _ATTACKS:
-        raise UnknownAttackError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}")
+        raise UnknownAttackError(
+            f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}"
+        )
     return _ATTACKS[name]
 
 

@@ -30,8 +30,14 @@ class FamilyNet:
         specs: list[dict[str, Any]] = []
         for (out, kernel, stride, padding), act in zip(self.convs, self.activations, strict=False):
             specs.append(
-                {"type": "conv", "out_channels": out, "kernel_size": kernel, "stride": stride,
-                 "padding": padding, "bias": self.conv_bias}
+                {
+                    "type": "conv",
+                    "out_channels": out,
+                    "kernel_size": kernel,
+                    "stride": stride,
+                    "padding": padding,
+                    "bias": self.conv_bias,
+                }
             )
             specs.append(_act(act))
         specs.append({"type": "flatten"})

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
@@ -34,6 +35,10 @@ class Activation(ABC):
     name: str = "activation"
 
     @abstractmethod
+    def forward(self, z: Tensor) -> Tensor:
+        """``s(z)``."""
+
+    @abstractmethod
     def inverse(self, y: Tensor) -> Inversion:
         """Recover ``z`` from ``y``, flagging entries where that is impossible or clipped."""
 
@@ -45,6 +50,9 @@ class Activation(ABC):
 class Identity(Activation):
     name = "identity"
 
+    def forward(self, z: Tensor) -> Tensor:
+        return z
+
     def inverse(self, y: Tensor) -> Inversion:
         return Inversion(y, torch.ones_like(y, dtype=torch.bool), 0)
 
@@ -54,6 +62,9 @@ class Identity(Activation):
 
 class Tanh(Activation):
     name = "tanh"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(z)
 
     def inverse(self, y: Tensor) -> Inversion:
         inside = y.abs() < 1 - EDGE
@@ -66,6 +77,9 @@ class Tanh(Activation):
 
 class Sigmoid(Activation):
     name = "sigmoid"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(z)
 
     def inverse(self, y: Tensor) -> Inversion:
         inside = (y > EDGE) & (y < 1 - EDGE)
@@ -83,6 +97,9 @@ class LeakyReLU(Activation):
     def __init__(self, negative_slope: float) -> None:
         self.slope = float(negative_slope)
         self.name = "relu" if self.slope == 0 else f"leaky_relu({self.slope:g})"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.leaky_relu(z, self.slope)
 
     def inverse(self, y: Tensor) -> Inversion:
         positive = y > 0
@@ -102,6 +119,9 @@ class Softplus(Activation):
         self.beta = float(beta)
         self.threshold = float(threshold)
         self.name = "softplus"
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.softplus(z, self.beta, self.threshold)
 
     def inverse(self, y: Tensor) -> Inversion:
         scaled = self.beta * y

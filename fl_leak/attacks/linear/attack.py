@@ -46,14 +46,16 @@ def run_walk(
     input_shape: tuple[int, ...],
     batch_size: int,
     labels: Tensor | None,
-    tolerance: float = 1e-12,
+    tolerance: float = 1e-10,
     max_iterations: int = 20_000,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     hook: LayerHook | None = None,
 ) -> tuple[Chain, WalkResult, Tensor, bool]:
     """Shared by ``linear`` and ``hybrid``: parse, settle labels, walk the layers."""
-    chain, labels, recovered = prepare(model, gradients, input_shape, batch_size, labels, dtype, device)
+    chain, labels, recovered = prepare(
+        model, gradients, input_shape, batch_size, labels, dtype, device
+    )
     result = walk(chain, batch_size, SolverOptions(tolerance, max_iterations), hook=hook)
     return chain, result, labels, recovered
 
@@ -69,11 +71,13 @@ def linear_attack(
 ) -> Reconstruction:
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
-    Options: ``tolerance`` (LSMR's atol and btol, default 1e-12), ``max_iterations`` (20,000),
+    Options: ``tolerance`` (LSMR's atol and btol, default 1e-10), ``max_iterations`` (20,000),
     ``dtype`` (torch.float64), ``device`` ("cpu").
     """
     start = time.perf_counter()
-    _, result, labels, recovered = run_walk(model, gradients, input_shape, batch_size, labels, **options)
+    _, result, labels, recovered = run_walk(
+        model, gradients, input_shape, batch_size, labels, **options
+    )
     return Reconstruction(
         inputs=result.inputs[0].detach().cpu(),
         labels=labels,

@@ -106,7 +106,9 @@ def check_gradients(model: nn.Module, gradients: Sequence[Tensor]) -> list[Tenso
             )
         if not torch.isfinite(gradient).all():
             bad = int((~torch.isfinite(gradient)).sum())
-            raise InvalidGradientError(f"gradient for parameter '{name}' holds {bad} NaN/Inf values")
+            raise InvalidGradientError(
+                f"gradient for parameter '{name}' holds {bad} NaN/Inf values"
+            )
     return gradients
 
 
@@ -149,7 +151,10 @@ def parse_chain(
             in_shape = pending[-1].out_shape if pending else shape
             try:
                 core = weight_operator_for(
-                    module, in_shape, cast(weight), cast(bias_param) if bias_param is not None else None
+                    module,
+                    in_shape,
+                    cast(weight),
+                    cast(bias_param) if bias_param is not None else None,
                 )
             except UnsupportedLayerError as error:
                 raise UnsupportedLayerError(path, module, str(error).split(": ", 1)[-1]) from None
@@ -178,8 +183,9 @@ def parse_chain(
             raise UnsupportedLayerError(path, module, _supported())
         if open_block is not None and not isinstance(linear_map, Reshape):
             raise UnsupportedLayerError(
-                path, module, "pooling between a weight layer and its activation; place it after "
-                "the activation"
+                path,
+                module,
+                "pooling between a weight layer and its activation; place it after the activation",
             )
         pending.append(linear_map)
 
@@ -192,17 +198,21 @@ def parse_chain(
 
 
 def _supported() -> str:
-    return "supported layers: " + ", ".join(supported_layer_names()) + " and element-wise " \
+    return (
+        "supported layers: " + ", ".join(supported_layer_names()) + " and element-wise "
         "activations (Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Softplus)"
+    )
 
 
 def _check_ends(blocks: list[Block], pending: list[LinearMap], leaves: list) -> None:
     if not blocks:
-        raise UnsupportedLayerError("model", leaves[0][1] if leaves else nn.Identity(),
-                                    "the model has no weight layer")
+        raise UnsupportedLayerError(
+            "model", leaves[0][1] if leaves else nn.Identity(), "the model has no weight layer"
+        )
     if pending:
-        raise UnsupportedLayerError(blocks[-1].path, pending[-1], "a linear map after the last "
-                                    "weight layer")
+        raise UnsupportedLayerError(
+            blocks[-1].path, pending[-1], "a linear map after the last weight layer"
+        )
     last = blocks[-1]
     if last.kind != "linear" or last.bias_gradient is None:
         raise UnsupportedLayerError(
@@ -217,9 +227,13 @@ def _check_sequential(model: nn.Module, chain: Chain) -> None:
     probe = torch.rand(2, *chain.input_shape, generator=generator, dtype=torch.float64)
     reference = copy.deepcopy(model).double()
     with torch.no_grad():
-        same = torch.allclose(reference(probe), copy.deepcopy(chain.module).double()(probe), atol=1e-8)
+        same = torch.allclose(
+            reference(probe), copy.deepcopy(chain.module).double()(probe), atol=1e-8
+        )
     if not same:
         raise UnsupportedLayerError(
-            type(model).__name__, model, "its forward is not the chain of its layers in "
-            "registration order (skip connections, reuse, or functional ops)"
+            type(model).__name__,
+            model,
+            "its forward is not the chain of its layers in "
+            "registration order (skip connections, reuse, or functional ops)",
         )

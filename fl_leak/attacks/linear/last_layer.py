@@ -23,7 +23,9 @@ class LastLayerSolution:
     residual: float
 
 
-def solve_last_layer(weight_gradient: Tensor, bias_gradient: Tensor, batch_size: int) -> LastLayerSolution:
+def solve_last_layer(
+    weight_gradient: Tensor, bias_gradient: Tensor, batch_size: int
+) -> LastLayerSolution:
     """Recover the last layer's inputs and output gradients from ``G`` and ``g``."""
     if batch_size != 1:
         raise FlLeakError("the linear attack handles batch_size=1 only for now")
@@ -34,7 +36,7 @@ def solve_last_layer(weight_gradient: Tensor, bias_gradient: Tensor, batch_size:
             "(loss at its minimum, or the gradient was zeroed by a defense)"
         )
     x = (weight_gradient.T @ bias_gradient) / energy
-    residual = torch.linalg.norm(weight_gradient - torch.outer(bias_gradient, x)) / torch.linalg.norm(
-        weight_gradient
-    ).clamp_min(1e-300)
+    residual = torch.linalg.norm(
+        weight_gradient - torch.outer(bias_gradient, x)
+    ) / torch.linalg.norm(weight_gradient).clamp_min(1e-300)
     return LastLayerSolution(x.reshape(1, -1), bias_gradient.reshape(1, -1), float(residual))

@@ -39,17 +39,23 @@ class SolveReport:
 class SolverOptions:
     """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``."""
 
-    tolerance: float = 1e-12
+    tolerance: float = 1e-10
     max_iterations: int = 20_000
 
 
-def solve_layer(system: LayerSystem, options: SolverOptions = SolverOptions()) -> tuple[Tensor, SolveReport]:
+def solve_layer(
+    system: LayerSystem, options: SolverOptions = SolverOptions()
+) -> tuple[Tensor, SolveReport]:
     """Minimum-norm least-squares solution of ``system`` and a report of the solve."""
     start = time.perf_counter()
     operator = system.as_scipy()
     rhs = system.rhs().detach().cpu().double().numpy()
     result = lsmr(
-        operator, rhs, atol=options.tolerance, btol=options.tolerance, conlim=1e16,
+        operator,
+        rhs,
+        atol=options.tolerance,
+        btol=options.tolerance,
+        conlim=1e16,
         maxiter=options.max_iterations,
     )
     solution, istop, iterations = result[0], int(result[1]), int(result[2])

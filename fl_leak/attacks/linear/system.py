@@ -47,9 +47,7 @@ class LayerSystem:
         ones_w = torch.ones(weight.shape[0], dtype=weight.dtype, device=weight.device)
         ones_d = torch.ones_like(ones_w)
         forward = _safe_inverse(_channel_norms(weight, 0)) if self.scaled else ones_w
-        gradient = (
-            _safe_inverse(_channel_norms(self.output_gradient, 1)) if self.scaled else ones_d
-        )
+        gradient = _safe_inverse(_channel_norms(self.output_gradient, 1)) if self.scaled else ones_d
         out_rank = len(self.operator.out_shape)
         self._forward_scale = forward.reshape(1, -1, *([1] * (out_rank - 1))) * self.valid
         self._gradient_scale = gradient.reshape(-1, *([1] * (weight.dim() - 1)))
@@ -150,9 +148,19 @@ class LayerSystem:
         return LinearOperator(self.shape, matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
 
     def dense(self, chunk: int = 512) -> Tensor:
-        """The materialised matrix ``U`` (rows as scaled), built column block by column block."""
-        n = self.num_unknowns
-        eye = torch.eye(n, dtype=self.target.dtype, device=self.target.device)
-        apply = torch.func.vmap(lambda e: self.apply(e.reshape(self.unknown_shape)))
-        blocks = [apply(eye[start : start + chunk]) for start in range(0, n, chunk)]
-        return torch.cat(blocks).T.contiguous()
+        """The materialised matrix ``U`` (rows as scaled), built block by block.
+
+        Built from ``U e_j`` column by column, or from ``U^T e_i`` row by row when there are
+        fewer rows than unknowns.
+        """
+        rows, columns = self.shape
+        options = {"dtype": self.target.dtype, "device": self.target.device}
+        if rows < columns:
+            adjoint = torch.func.vmap(lambda e: self.apply_adjoint(e).reshape(-1))
+            eye = torch.eye(rows, **options)
+            return torch.cat([adjoint(eye[i : i + chunk]) for i in range(0, rows, chunk)])
+        forward = torch.func.vmap(lambda e: self.apply(e.reshape(self.unknown_shape)))
+        eye = torch.eye(columns, **options)
+        return torch.cat(
+            [forward(eye[j : j + chunk]) for j in range(0, columns, chunk)]
+        ).T.contiguous()

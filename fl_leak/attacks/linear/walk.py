@@ -28,18 +28,31 @@ class WalkResult:
     layers: list[LayerDiagnostics]
 
 
-def _last_layer_diagnostics(block: Block, solution_residual: float, seconds: float,
-                            batch: int) -> LayerDiagnostics:
+def _last_layer_diagnostics(
+    block: Block, solution_residual: float, seconds: float, batch: int
+) -> LayerDiagnostics:
     n = batch * block.operator.weight.shape[1]
     return LayerDiagnostics(
-        index=block.index, path=block.path, kind=block.kind, activation=block.activation.name,
-        unknowns=n, forward_equations=0, gradient_equations=block.weight_gradient.numel(),
-        deficiency_bound=0, residual=solution_residual, stop_reason="closed form", seconds=seconds,
+        index=block.index,
+        path=block.path,
+        kind=block.kind,
+        activation=block.activation.name,
+        unknowns=n,
+        forward_equations=0,
+        gradient_equations=block.weight_gradient.numel(),
+        deficiency_bound=0,
+        residual=solution_residual,
+        stop_reason="closed form",
+        seconds=seconds,
     )
 
 
-def walk(chain: Chain, batch: int, options: SolverOptions = SolverOptions(),
-         hook: LayerHook | None = None) -> WalkResult:
+def walk(
+    chain: Chain,
+    batch: int,
+    options: SolverOptions = SolverOptions(),
+    hook: LayerHook | None = None,
+) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input."""
     start = time.perf_counter()
     last = chain.last
@@ -64,11 +77,19 @@ def walk(chain: Chain, batch: int, options: SolverOptions = SolverOptions(),
         )
         x, report = solve_layer(system, options)
         diagnostics = LayerDiagnostics(
-            index=block.index, path=block.path, kind=block.kind, activation=block.activation.name,
-            unknowns=system.num_unknowns, forward_equations=system.forward_equations,
-            gradient_equations=system.num_gradient_rows, deficiency_bound=system.deficiency_bound(),
-            clipped=inversion.clipped, residual=report.residual, iterations=report.iterations,
-            stop_reason=report.stop_reason, condition_estimate=report.condition_estimate,
+            index=block.index,
+            path=block.path,
+            kind=block.kind,
+            activation=block.activation.name,
+            unknowns=system.num_unknowns,
+            forward_equations=system.forward_equations,
+            gradient_equations=system.num_gradient_rows,
+            deficiency_bound=system.deficiency_bound(),
+            clipped=inversion.clipped,
+            residual=report.residual,
+            iterations=report.iterations,
+            stop_reason=report.stop_reason,
+            condition_estimate=report.condition_estimate,
         )
         if hook is not None:
             corrected = hook(block, system, x, diagnostics)

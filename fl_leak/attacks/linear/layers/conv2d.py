@@ -23,8 +23,12 @@ class Conv2dOperator(WeightOperator):
         super().__init__(in_shape, tuple(out.shape[1:]), weight, bias)
 
     def _options(self) -> dict:
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "groups": self.groups}
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, None, **self._options())

@@ -1,7 +1,8 @@
 """Module type -> adapter factory, one registry per adapter kind.
 
 Adding a layer type means one adapter module that registers itself here; the parser, the solver,
-the correction and the audit all find it through :func:`weight_operator_for` / :func:`linear_map_for`.
+the correction and the audit all find it through :func:`weight_operator_for` and
+:func:`linear_map_for`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def register_linear_map(module_type: type[nn.Module]) -> Callable[[MapFactory], 
 def weight_operator_for(
     module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None
 ) -> WeightOperator | None:
-    """The weight operator of ``module`` with the given parameters, or None if not a weight layer."""
+    """The weight operator of ``module`` with these parameters; None if not a weight layer."""
     factory = WEIGHT_LAYERS.get(type(module))
     return factory(module, in_shape, weight, bias) if factory else None
 

@@ -1,0 +1,224 @@
+"""The security audit: how solvable each layer's system is, and the paper's index.
+
+For every weight layer below the last, the audit builds the stacked system ``[A ; K_D]`` at a
+random input (seeded; the rank of these systems is generic in the data) and reports its size, its
+numerical rank and deficiency, and its condition number. The index of Chen & Campbell weighs
+deficiencies toward the input::
+
+    index = - sum_i round(def_i * (L - 1 - i) / (L - 1))
+
+over the layers below the last fully connected one (``L`` weight layers, ``i = 0`` the input
+layer). It is 0 when every layer is uniquely solvable and more negative the more unknowns stay
+undetermined.
+
+Ranks are exact (singular values of the dense matrix, numpy's default tolerance
+``s_max * max(M, N) * eps`` on float64) while ``min(M, N) <= max_dense``; above that the audit
+reports the structural lower bound on the deficiency (unknowns minus independent rows, and
+unknowns no row touches), marked ``method="bound"``, with no condition number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fl_leak.attacks.linear.chain import Block, parse_chain
+from fl_leak.attacks.linear.system import LayerSystem
+
+
+@dataclass
+class AuditLayer:
+    """One layer's system: its size, rank, deficiency and conditioning."""
+
+    index: int
+    path: str
+    kind: str
+    activation: str
+    unknowns: int
+    forward_equations: int
+    gradient_equations: int
+    padding: int  # zero entries a padded-input formulation would add as unknowns
+    rank: int
+    deficiency: int
+    condition: float
+    method: str  # "svd" (exact numerical rank) or "bound" (structural lower bound on deficiency)
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AuditReport:
+    """Result of :func:`audit`: per-layer rows (input layer first) and the index."""
+
+    input_shape: tuple[int, ...]
+    batch_size: int
+    layers: list[AuditLayer] = field(default_factory=list)
+    index: int = 0
+
+    @property
+    def full_rank(self) -> bool:
+        """True when every audited layer is uniquely solvable (deficiency 0 everywhere)."""
+        return all(layer.deficiency == 0 for layer in self.layers)
+
+    def table(self) -> str:
+        """A plain-text table of the layers and the index."""
+        header = (
+            f"{'layer':>5} {'path':<12} {'kind':<7} {'activation':<16} {'unknowns':>9} "
+            f"{'fwd eq':>8} {'grad eq':>8} {'pad':>6} {'rank':>7} {'deficiency':>10} "
+            f"{'condition':>10} {'method':>6}"
+        )
+        rows = [header, "-" * len(header)]
+        for layer in self.layers:
+            condition = "-" if math.isnan(layer.condition) else f"{layer.condition:.2e}"
+            rows.append(
+                f"{layer.index:>5} {layer.path:<12.12} {layer.kind:<7} {layer.activation:<16.16} "
+                f"{layer.unknowns:>9} {layer.forward_equations:>8} {layer.gradient_equations:>8} "
+                f"{layer.padding:>6} {layer.rank:>7} {layer.deficiency:>10} {condition:>10} "
+                f"{layer.method:>6}"
+            )
+        rows.append(f"index (batch size {self.batch_size}): {self.index}")
+        return "\n".join(rows)
+
+
+def security_index(deficiencies: Sequence[int]) -> int:
+    """The paper's index from the deficiencies of layers ``0 .. L-2`` (input layer first)."""
+    weight_layers = len(deficiencies) + 1
+    if weight_layers == 1:
+        return 0
+    return -sum(
+        round(deficiency * (weight_layers - 1 - i) / (weight_layers - 1))
+        for i, deficiency in enumerate(deficiencies)
+    )
+
+
+def _padding(block: Block, batch_size: int) -> int:
+    core = getattr(block.operator, "core", block.operator)
+    padding = getattr(core, "padding", (0, 0))
+    if not isinstance(padding, tuple) or not any(padding):
+        return 0
+    channels, height, width = core.in_shape
+    padded = (height + 2 * padding[0]) * (width + 2 * padding[1])
+    return batch_size * channels * (padded - height * width)
+
+
+def _rank_and_condition(system: LayerSystem) -> tuple[int, float]:
+    matrix = system.dense()
+    singular = torch.linalg.svdvals(matrix)
+    if singular.numel() == 0 or singular[0] == 0:
+        return 0, math.inf
+    tolerance = singular[0] * max(matrix.shape) * torch.finfo(matrix.dtype).eps
+    rank = int((singular > tolerance).sum())
+    return rank, float(singular[0] / singular[rank - 1])
+
+
+def layer_systems(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    seed: int = 0,
+    scaled: bool = False,
+) -> tuple[list[Block], list[LayerSystem]]:
+    """Every layer's system (below the last) at a seeded random input and random labels.
+
+    Inputs are uniform in [0, 1]; labels are distinct while ``batch_size`` allows. Gradients and
+    per-layer output gradients come from autograd on the model's own float64 copy.
+    """
+    probe = parse_chain(model, [torch.zeros_like(p) for p in model.parameters()], input_shape)
+    generator = torch.Generator().manual_seed(seed)
+    classes = probe.last.operator.out_channels
+    inputs = torch.rand(batch_size, *input_shape, generator=generator, dtype=torch.float64)
+    labels = (
+        torch.randperm(classes, generator=generator)[:batch_size]
+        if batch_size <= classes
+        else torch.randint(classes, (batch_size,), generator=generator)
+    )
+    reference = probe.module
+    loss = F.cross_entropy(reference(inputs), labels)
+    gradients = torch.autograd.grad(loss, list(reference.parameters()))
+    chain = parse_chain(reference, gradients, input_shape)
+    x = inputs.clone().requires_grad_(True)
+    activations, pre_activations = [x], []
+    for block in chain.blocks:
+        z = block.operator.add_bias(block.operator.forward(activations[-1]))
+        z.retain_grad()
+        pre_activations.append(z)
+        activations.append(block.activation.forward(z))
+    F.cross_entropy(activations[-1], labels).backward()
+    systems = []
+    for index, block in enumerate(chain.blocks[:-1]):
+        z = pre_activations[index]
+        bias = block.operator.add_bias(z.new_zeros(1, *block.operator.out_shape))
+        assert z.grad is not None
+        systems.append(
+            LayerSystem(
+                operator=block.operator,
+                output_gradient=z.grad.detach(),
+                observed_gradient=block.weight_gradient,
+                target=(z - bias).detach(),
+                valid=block.activation.inverse(activations[index + 1].detach()).valid,
+                scaled=scaled,
+            )
+        )
+    return chain.blocks, systems
+
+
+def audit(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 32, 32),
+    batch_size: int = 1,
+    seed: int = 0,
+    max_dense: int = 6000,
+) -> AuditReport:
+    """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
+
+    Parameters
+    ----------
+    model
+        A chain of supported layers (as for the linear attack); its weights are used as they are.
+    input_shape
+        Shape of one input.
+    batch_size
+        Number of samples behind one update.
+    seed
+        Seed of the random input at which the systems are built.
+    max_dense
+        Largest ``min(rows, unknowns)`` for which the rank is computed exactly by SVD.
+    """
+    blocks, systems = layer_systems(model, input_shape, batch_size, seed)
+    report = AuditReport(tuple(input_shape), batch_size)
+    for block, system in zip(blocks, systems, strict=False):
+        start = time.perf_counter()
+        if min(system.shape) <= max_dense:
+            rank, condition = _rank_and_condition(system)
+            deficiency, method = system.num_unknowns - rank, "svd"
+        else:
+            deficiency, method = system.deficiency_bound(), "bound"
+            rank, condition = system.num_unknowns - deficiency, math.nan
+        report.layers.append(
+            AuditLayer(
+                index=block.index,
+                path=block.path,
+                kind=block.kind,
+                activation=block.activation.name,
+                unknowns=system.num_unknowns,
+                forward_equations=system.forward_equations,
+                gradient_equations=system.num_gradient_rows,
+                padding=_padding(block, batch_size),
+                rank=rank,
+                deficiency=deficiency,
+                condition=condition,
+                method=method,
+                seconds=time.perf_counter() - start,
+            )
+        )
+    report.index = security_index([layer.deficiency for layer in report.layers])
+    return report

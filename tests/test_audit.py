@@ -1,0 +1,102 @@
+"""The audit against an explicitly materialised matrix, and the paper's calibration values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fl_leak.metrics.audit import audit, layer_systems, security_index
+from fl_leak.models import build_model
+
+
+def _materialised(system) -> np.ndarray:
+    """The unscaled stacked matrix, built column by column from plain autograd (no adapters)."""
+    operator, d = system.operator, system.output_gradient
+    weight = operator.weight.detach().clone().requires_grad_(True)
+    module_forward = operator.with_weight(weight).forward
+    columns = []
+    for column in torch.eye(system.num_unknowns, dtype=torch.float64):
+        x = column.reshape(system.unknown_shape)
+        forward = module_forward(x)
+        (gradient,) = torch.autograd.grad((forward * d).sum(), [weight])
+        columns.append(torch.cat([(forward * system.valid).reshape(-1), gradient.reshape(-1)]))
+    return torch.stack(columns, dim=1).detach().numpy()
+
+
+SMALL = [
+    nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 5)),
+    nn.Sequential(
+        nn.Conv2d(2, 1, 3, stride=2, bias=False), nn.Sigmoid(), nn.Flatten(), nn.Linear(9, 4)
+    ),
+    nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 2, 3, stride=2, bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(2, 3),
+    ),
+    nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 6)
+    ),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize("index", range(len(SMALL)))
+def test_deficiency_equals_rank_deficiency_of_materialised_matrix(index, batch_size):
+    torch.manual_seed(index)
+    model = SMALL[index].double()
+    report = audit(model, input_shape=(2, 8, 8), batch_size=batch_size)
+    _, systems = layer_systems(model, (2, 8, 8), batch_size)
+    for layer, system in zip(report.layers, systems, strict=True):
+        matrix = _materialised(system)
+        expected = matrix.shape[1] - np.linalg.matrix_rank(matrix)
+        assert layer.method == "svd"
+        assert layer.deficiency == expected
+        assert layer.deficiency >= system.deficiency_bound()  # the bound never overstates
+
+
+def test_paper_calibration_values():
+    # values printed by the paper's reference code
+    expected = {"cnn2_c0": -2821, "cnn2_c2": -1470, "cnn3_c2": -1995}
+    for name, index in expected.items():
+        assert audit(build_model(name, seed=0)).index == index, name
+
+
+def test_index_formula_weights_deficiency_toward_the_input():
+    assert security_index([10, 10]) == -(10 + 5)
+    assert security_index([0, 0, 0]) == 0
+    assert security_index([]) == 0
+
+
+def test_full_rank_network_has_index_zero_and_finite_condition():
+    report = audit(build_model("cnn2_c1", seed=0))
+    assert report.index == 0 and report.full_rank
+    assert 1 <= report.layers[0].condition < 1e8
+    assert "index (batch size 1): 0" in report.table()
+
+
+def test_large_layers_fall_back_to_the_documented_bound():
+    report = audit(build_model("cnn2_c0", seed=0), max_dense=10)
+    assert report.layers[0].method == "bound"
+    assert report.layers[0].deficiency == 3072 - (225 + 27 - 1)
+
+
+def test_gradients_of_layer_systems_come_from_autograd():
+    model = build_model("cnn2_c1", seed=0).double()
+    _, systems = layer_systems(model, (3, 32, 32), 1)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.rand(1, 3, 32, 32, generator=generator, dtype=torch.float64)
+    labels = torch.randperm(10, generator=generator)[:1]
+    (weight_grad, *_) = torch.autograd.grad(
+        F.cross_entropy(model(inputs), labels), list(model.parameters())
+    )
+    assert torch.allclose(systems[0].observed_gradient, weight_grad)
+    assert torch.allclose(
+        systems[0].operator.gradient(inputs, systems[0].output_gradient), weight_grad
+    )
