@@ -1,0 +1,189 @@
+"""Structured configuration of ``fl-leak``: the schema of ``conf/config.yaml`` (Hydra ConfigStore).
+
+Every YAML file of the conf tree is merged into these dataclasses, so a misspelt key or a value of
+the wrong type stops Hydra with the key's name. Values that need the registries (model, attack,
+data set names) or several keys together are checked by :func:`fl_leak.fl.validation.check`.
+
+>>> settings = compose(["fl.num_clients=3", "model=cnn2_c5"])
+>>> settings.fl.num_clients, settings.model, settings.dtype
+(3, 'cnn2_c5', <Dtype.float32: 'float32'>)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_NAME = "config"
+SCHEMA_NAME = "fl_leak_schema"
+
+
+class Dtype(Enum):
+    """Floating-point type of the model's weights, on the clients and in the updates."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+    @property
+    def torch(self) -> torch.dtype:
+        """The matching ``torch.dtype``."""
+        return getattr(torch, self.value)
+
+
+class Partition(Enum):
+    """How the training split is divided among clients (see ``fl_leak.data.partition_indices``)."""
+
+    iid = "iid"
+    dirichlet = "dirichlet"
+
+
+class LocalData(Enum):
+    """What a client trains on in one round.
+
+    ``batch``: ``batch_size`` samples drawn from its partition, every local step on them (the
+    setting of the attacks: FedSGD, and FedAvg with several steps on the same data).
+    ``partition``: its whole partition, in mini-batches of ``batch_size``.
+    """
+
+    batch = "batch"
+    partition = "partition"
+
+
+@dataclass
+class DataConfig:
+    """Data set (``fl_leak.data.load_dataset``); ``root`` None means its default cache."""
+
+    name: str = "embedded"
+    root: str | None = None
+    download: bool = False
+
+
+@dataclass
+class AttackConfig:
+    """Attack name (``fl_leak.list_attacks()``) and its keyword options."""
+
+    name: str = "linear"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DefenseConfig:
+    """Defense applied to the updates; ``none`` sends them as they are."""
+
+    name: str = "none"
+
+
+@dataclass
+class FaultConfig:
+    """Clients made to raise on purpose, to exercise failure handling (empty: none).
+
+    A client whose partition is in ``clients`` raises in the rounds of ``rounds`` (every round
+    when ``rounds`` is empty).
+    """
+
+    clients: list[int] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FlConfig:
+    """Federated-learning settings.
+
+    ``local_steps`` 1 with ``local_data`` batch is FedSGD; more steps, or ``local_epochs`` > 0
+    (passes over the local data, overriding ``local_steps``), is FedAvg.
+    """
+
+    num_clients: int = 4
+    rounds: int = 2
+    batch_size: int = 1
+    local_steps: int = 1
+    local_epochs: int = 0
+    local_data: LocalData = LocalData.batch
+    lr: float = 0.1
+    partition: Partition = Partition.iid
+    alpha: float = 0.5
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 0.0
+    client_cpus: float = 1.0
+    round_timeout: float = 600.0
+    fault: FaultConfig = field(default_factory=FaultConfig)
+
+
+@dataclass
+class RayConfig:
+    """Where the simulation's clients run.
+
+    ``address`` None starts a private Ray on this machine for the run; ``auto`` or ``<ip:port>``
+    attaches to a running Ray cluster instead. ``loopback`` keeps Ray on 127.0.0.1 (a private
+    Ray, or a head started with ``--node-ip-address=127.0.0.1``); set it false to attach to a
+    cluster that spans machines.
+    """
+
+    address: str | None = None
+    loopback: bool = True
+    num_cpus: int | None = None
+
+
+@dataclass
+class AuditSettings:
+    """The security audit recorded with every update (``fl_leak.audit``).
+
+    ``max_dense`` is the audit's: exact ranks up to that size, a fast structural bound above
+    (0 gives the bound everywhere, in milliseconds).
+    """
+
+    enabled: bool = True
+    max_dense: int = 6000
+
+
+@dataclass
+class RunConfig:
+    """One ``fl-leak`` experiment: a Flower simulation with a malicious server."""
+
+    model: str = "cnn2_c1"
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+    fl: FlConfig = field(default_factory=FlConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Dtype = Dtype.float32
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore (``conf/config.yaml`` extends it)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
+
+
+def to_settings(cfg: Any) -> RunConfig:
+    """The ``RunConfig`` of a composed (and schema-checked) Hydra config."""
+    settings = OmegaConf.to_object(cfg)
+    if not isinstance(settings, RunConfig):
+        raise TypeError(f"expected a config built on {SCHEMA_NAME}, got {type(settings).__name__}")
+    return settings
+
+
+def compose(overrides: Sequence[str] = ()) -> RunConfig:
+    """Compose ``conf/config.yaml`` with Hydra ``overrides``, outside a Hydra app."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_settings(hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides)))
+
+
+def as_plain_dict(settings: RunConfig) -> dict[str, Any]:
+    """The settings as JSON-ready nested dicts (enums by value)."""
+    container = OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}

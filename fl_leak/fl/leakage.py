@@ -1,0 +1,182 @@
+"""The malicious server's work on one update: gradient estimate, attack, score, record.
+
+Independent of any strategy class, so that every server-side path shares it: a strategy hands
+:meth:`UpdateAttacker.attack_update` the weights it sent, the reply's records (oracle removed) and
+the oracle it took out. The attack receives only :class:`ServerView`, built from what a real server
+holds; the oracle is read afterwards, to score.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
+
+import torch
+from flwr.app import ArrayRecord, RecordDict
+from torch import Tensor, nn
+
+import fl_leak
+from fl_leak.attacks import Reconstruction, reconstruct
+from fl_leak.config import RunConfig
+from fl_leak.data import DatasetInfo
+from fl_leak.errors import FlLeakError
+from fl_leak.fl.gradients import gradient_estimate, relative_error
+from fl_leak.fl.local_data import round_seed, step_count
+from fl_leak.fl.oracle import Oracle
+from fl_leak.fl.records import LeakRecord, ResultSink, Shown
+from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
+from fl_leak.metrics import score_batch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """Everything the attack receives about one update: what a real server holds.
+
+    The model at the round's start (the weights the server sent), the gradient estimated from the
+    returned weights, and public knowledge: the input shape and the batch size it configured.
+    """
+
+    model: nn.Module
+    gradients: list[Tensor]
+    input_shape: tuple[int, ...]
+    batch_size: int
+    steps: int
+
+
+def _single(records: Mapping[str, T], kind: str) -> T:
+    if len(records) != 1:
+        raise ValueError(f"expected one {kind} in the reply, found {len(records)}")
+    return next(iter(records.values()))
+
+
+def server_view(
+    settings: RunConfig, info: DatasetInfo, sent: ArrayRecord, reply: RecordDict
+) -> ServerView:
+    """The attack's inputs for one update: the server's own knowledge and the reply's records.
+
+    Reads the reply's one ArrayRecord (the returned weights) and the sample count of its one
+    MetricRecord, nothing else.
+    """
+    returned = _single(reply.array_records, "ArrayRecord")
+    num_examples = int(_single(reply.metric_records, "MetricRecord")[NUM_EXAMPLES])
+    model = model_with(settings, info, sent)
+    steps = step_count(settings.fl, num_examples)
+    gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
+    return ServerView(model, gradients, info.input_shape, settings.fl.batch_size, steps)
+
+
+def run_attack(settings: RunConfig, view: ServerView, seed: int) -> Reconstruction:
+    """Run the configured attack on ``view``; labels are left for the attack to recover."""
+    options = {"device": settings.device, **settings.attack.options}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return reconstruct(
+            view.model,
+            view.gradients,
+            input_shape=view.input_shape,
+            batch_size=view.batch_size,
+            labels=None,
+            attack=settings.attack.name,
+            **options,
+        )
+
+
+def label_accuracy(recovered: Tensor, true: Tensor) -> float:
+    """Fraction of the true labels found among the recovered ones, as multisets (order-free)."""
+    classes = int(max(int(recovered.max()), int(true.max()))) + 1
+    common = torch.minimum(
+        torch.bincount(recovered.long(), minlength=classes),
+        torch.bincount(true.long(), minlength=classes),
+    )
+    return int(common.sum()) / len(true)
+
+
+def first_step_gradient(view: ServerView, oracle: Oracle) -> list[Tensor]:
+    """The true gradient of the client's first local step (oracle side: uses the true batch)."""
+    parameters = list(view.model.parameters())
+    loss = mean_loss(view.model, oracle.inputs.to(parameters[0].dtype), oracle.labels)
+    return [gradient.detach() for gradient in torch.autograd.grad(loss, parameters)]
+
+
+class UpdateAttacker:
+    """Attacks every update it is given and records the outcome in a :class:`ResultSink`."""
+
+    def __init__(self, settings: RunConfig, info: DatasetInfo, sink: ResultSink) -> None:
+        self.settings = settings
+        self.info = info
+        self.sink = sink
+
+    @cached_property
+    def audit_index(self) -> int | None:
+        """``fl_leak.audit``'s index of the initial model at the run's batch size (once per run)."""
+        audit_settings = self.settings.audit
+        if not audit_settings.enabled:
+            return None
+        model = initial_model(self.settings, self.info)
+        try:
+            report = fl_leak.audit(
+                model,
+                self.info.input_shape,
+                self.settings.fl.batch_size,
+                max_dense=audit_settings.max_dense,
+            )
+        except FlLeakError as error:
+            log.warning("no audit index for %s: %s", self.settings.model, error)
+            return None
+        return int(report.index)
+
+    def record(self, server_round: int, client: int | None) -> LeakRecord:
+        """An empty record of this run for one client and round."""
+        return LeakRecord.of_run(self.settings, server_round, client, self.audit_index)
+
+    def client_failed(self, server_round: int, client: int | None, reason: str) -> None:
+        """Record a client that raised instead of replying."""
+        self.sink.add(self.record(server_round, client).fail("client", reason))
+
+    def attack_update(
+        self,
+        server_round: int,
+        client: int | None,
+        sent: ArrayRecord,
+        reply: RecordDict,
+        oracle: Oracle | None,
+    ) -> None:
+        """Estimate the gradient, attack it, score against ``oracle`` and record the outcome.
+
+        Any exception on the way is recorded as a failed record; the run goes on.
+        """
+        record = self.record(server_round, client)
+        try:
+            if oracle is None:
+                raise ValueError("the reply carries no oracle record to score against")
+            view = server_view(self.settings, self.info, sent, reply)
+            record.steps = view.steps
+            record.gradient_relative_error = relative_error(
+                view.gradients, first_step_gradient(view, oracle)
+            )
+            seed = round_seed(self.settings.seed, server_round, client or 0)
+            reconstruction = run_attack(self.settings, view, seed)
+            shown = self._score(record, reconstruction, oracle)
+        except Exception as error:  # one failed attack must not end the run
+            log.warning("round %d, client %s: attack failed: %s", server_round, client, error)
+            self.sink.add(record.fail("attack", f"{type(error).__name__}: {error}"))
+            return
+        self.sink.add(record, shown)
+
+    @staticmethod
+    def _score(record: LeakRecord, reconstruction: Reconstruction, oracle: Oracle) -> Shown:
+        candidates = reconstruction.inputs.detach().double().clamp(0.0, 1.0)
+        originals = oracle.inputs.double()
+        scores = score_batch(originals, candidates)
+        record.psnr, record.ssim, record.mse = scores.mean_psnr, scores.mean_ssim, scores.mean_mse
+        record.label_accuracy = label_accuracy(reconstruction.labels, oracle.labels)
+        record.labels_recovered = reconstruction.labels_recovered
+        record.seconds = reconstruction.seconds
+        matched = candidates[torch.from_numpy(scores.permutation)]
+        return Shown(originals=originals, labels=oracle.labels, reconstructions=matched)

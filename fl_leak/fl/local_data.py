@@ -1,0 +1,98 @@
+"""A client's data: its partition of the training split, and the batches of one round's training.
+
+Everything here is a function of the settings, the partition id and the round, so a client
+recomputes it inside its Ray worker (only settings travel) and the same seed gives the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fl_leak.config import DataConfig, FlConfig, LocalData, RunConfig
+from fl_leak.data import ImageDataset, load_dataset, partition_indices
+
+
+@lru_cache(maxsize=4)
+def _load(name: str, root: str | None, download: bool, train: bool) -> ImageDataset:
+    return load_dataset(name, root=root, train=train, download=download)
+
+
+def load_split(data: DataConfig, train: bool) -> ImageDataset:
+    """A split of the configured data set, loaded once per process."""
+    return _load(data.name, data.root, data.download, train)
+
+
+@lru_cache(maxsize=8)
+def _partitions(
+    data: tuple[str, str | None, bool], num_clients: int, scheme: str, alpha: float, seed: int
+) -> tuple[np.ndarray, ...]:
+    labels = _load(*data, train=True).labels.numpy()
+    return tuple(partition_indices(labels, num_clients, scheme, alpha, seed))
+
+
+def partitions(settings: RunConfig) -> tuple[np.ndarray, ...]:
+    """Every client's sample indices in the training split."""
+    data, fl = settings.data, settings.fl
+    key = (data.name, data.root, data.download)
+    return _partitions(key, fl.num_clients, fl.partition.value, fl.alpha, settings.seed)
+
+
+def step_count(fl: FlConfig, num_examples: int) -> int:
+    """Local SGD steps of a client that trains on ``num_examples`` samples.
+
+    ``local_steps``, or with ``local_epochs`` > 0 that many passes in mini-batches of
+    ``batch_size`` (the last one possibly smaller). The server applies the same rule to the
+    hyper-parameters it configured and the sample count the client reports.
+    """
+    if fl.local_epochs > 0:
+        return fl.local_epochs * math.ceil(num_examples / fl.batch_size)
+    return fl.local_steps
+
+
+def round_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """A seed that depends on (seed, round, partition) only."""
+    return int(np.random.SeedSequence([seed, server_round, partition_id]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A client's training in one round: the samples it holds, and each step's batch."""
+
+    samples: Tensor
+    steps: list[Tensor]
+
+    @property
+    def target(self) -> Tensor:
+        """The batch of the first step: what the attack tries to reconstruct."""
+        return self.steps[0]
+
+
+def round_plan(settings: RunConfig, partition_id: int, server_round: int) -> RoundPlan:
+    """Which samples a client trains on this round, and in which batches.
+
+    With ``local_data=batch`` the client draws ``batch_size`` samples of its partition and takes
+    every step on them; with ``partition`` it passes over its whole partition, reshuffled each
+    epoch, in mini-batches of ``batch_size``.
+    """
+    fl = settings.fl
+    generator = torch.Generator().manual_seed(round_seed(settings.seed, server_round, partition_id))
+    own = torch.from_numpy(partitions(settings)[partition_id])
+    if len(own) < fl.batch_size:
+        raise ValueError(
+            f"partition {partition_id} holds {len(own)} samples, fewer than "
+            f"fl.batch_size={fl.batch_size}"
+        )
+    if fl.local_data is LocalData.batch:
+        own = own[torch.randperm(len(own), generator=generator)[: fl.batch_size]]
+    count = step_count(fl, len(own))
+    steps: list[Tensor] = []
+    while len(steps) < count:
+        shuffled = own[torch.randperm(len(own), generator=generator)]
+        steps.extend(shuffled.split(fl.batch_size))
+    return RoundPlan(samples=own, steps=steps[:count])

@@ -1,0 +1,45 @@
+"""The oracle channel: ground truth that a client sends for scoring only, never to the attack.
+
+A real server receives weights and metrics. To score a reconstruction, the simulation also needs
+the images the client trained on; the client sends them in a separate ``ConfigRecord`` named
+``oracle``. The server takes that record out of the reply (:func:`take_oracle`) before anything
+else reads the reply, so neither the attack nor the aggregation ever sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, Message
+from safetensors.torch import load, save
+from torch import Tensor
+
+ORACLE_KEY = "oracle"
+_PAYLOAD = "tensors"
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """Ground truth of one update: the batch the attack tries to reconstruct."""
+
+    inputs: Tensor
+    labels: Tensor
+
+
+def oracle_record(inputs: Tensor, labels: Tensor) -> ConfigRecord:
+    """The record a client adds to its reply under ``ORACLE_KEY``."""
+    payload = save({"inputs": inputs.detach().contiguous(), "labels": labels.contiguous()})
+    return ConfigRecord({_PAYLOAD: payload})
+
+
+def take_oracle(reply: Message) -> Oracle | None:
+    """Remove the oracle record from ``reply`` (in place) and return its content.
+
+    ``None`` when the reply carries none (an error reply, or a client that sends no ground truth).
+    """
+    if reply.has_error() or ORACLE_KEY not in reply.content:
+        return None
+    record = reply.content[ORACLE_KEY]
+    del reply.content[ORACLE_KEY]
+    tensors = load(bytes(record[_PAYLOAD]))
+    return Oracle(inputs=tensors["inputs"], labels=tensors["labels"])

@@ -1,0 +1,72 @@
+"""The malicious server: FedAvg over the clients, attacking every update on the way."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fl_leak.config import RunConfig
+from fl_leak.fl.leakage import UpdateAttacker
+from fl_leak.fl.local_data import load_split
+from fl_leak.fl.records import ResultSink
+from fl_leak.fl.strategy import MaliciousFedAvg
+from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
+
+RunSource = Callable[[Context], tuple[RunConfig, Path]]
+
+
+def serve(grid: Grid, settings: RunConfig, output_dir: Path, **summary_extra: Any) -> Path:
+    """Run ``settings.fl.rounds`` rounds on ``grid``; write the outputs; return summary.json's path.
+
+    The global model is evaluated on the data set's held-out split before the first round and
+    after every round.
+    """
+    random.seed(settings.seed)  # Flower samples nodes with Python's random
+    info = load_split(settings.data, train=True).info
+    test_split = load_split(settings.data, train=False)
+    sink = ResultSink(output_dir, settings, info.class_names)
+    attacker = UpdateAttacker(settings, info, sink)
+    fl = settings.fl
+    strategy = MaliciousFedAvg(
+        attacker,
+        fraction_train=fl.fraction_train,
+        fraction_evaluate=fl.fraction_evaluate,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=fl.num_clients,
+    )
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        accuracy, loss = evaluate(model_with(settings, info, arrays), test_split)
+        sink.evaluation(server_round, accuracy, loss)
+        return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+    start = perf_counter()
+    strategy.start(
+        grid=grid,
+        initial_arrays=to_arrays(initial_model(settings, info)),
+        num_rounds=fl.rounds,
+        timeout=fl.round_timeout,
+        evaluate_fn=evaluate_global,
+    )
+    return sink.write_summary(
+        audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
+    )
+
+
+def make_server_app(run_of: RunSource, **summary_extra: Any) -> ServerApp:
+    """The ServerApp; ``run_of(context)`` gives the settings and the output directory."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        settings, output_dir = run_of(context)
+        serve(grid, settings, output_dir, **summary_extra)
+
+    return app

@@ -1,0 +1,38 @@
+"""One ``fl-leak`` experiment: a Flower simulation with the malicious server, on Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flwr.simulation import run_simulation
+
+from fl_leak.config import RunConfig
+from fl_leak.fl.client_app import make_client_app
+from fl_leak.fl.ray_session import quiet_environment, ray_session
+from fl_leak.fl.records import SUMMARY_FILE
+from fl_leak.fl.server_app import make_server_app
+from fl_leak.fl.validation import check
+
+
+def simulate(settings: RunConfig, output_dir: Path) -> dict[str, Any]:
+    """Check ``settings``, run the simulation, write the outputs; return the summary.
+
+    Raises ``ConfigError`` naming the bad values before anything starts.
+    """
+    check(settings)
+    output_dir = Path(output_dir)
+    quiet_environment(output_dir)
+    with ray_session(settings.ray) as ray_seconds:
+        run_simulation(
+            server_app=make_server_app(
+                lambda _: (settings, output_dir), ray_start_seconds=ray_seconds
+            ),
+            client_app=make_client_app(lambda _: settings),
+            num_supernodes=settings.fl.num_clients,
+            backend_config={
+                "client_resources": {"num_cpus": settings.fl.client_cpus, "num_gpus": 0.0}
+            },
+        )
+    return json.loads((output_dir / SUMMARY_FILE).read_text())
