@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
+from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
 from fl_leak.attacks.linear.solver import SolverOptions
-from fl_leak.attacks.linear.walk import LayerHook, WalkResult, walk
+from fl_leak.attacks.linear.walk import LayerHook, WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
@@ -48,6 +49,7 @@ def run_walk(
     labels: Tensor | None,
     tolerance: float = 1e-10,
     max_iterations: int = 20_000,
+    threads: int | None = 1,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     hook: LayerHook | None = None,
@@ -56,7 +58,12 @@ def run_walk(
     chain, labels, recovered = prepare(
         model, gradients, input_shape, batch_size, labels, dtype, device
     )
-    result = walk(chain, batch_size, SolverOptions(tolerance, max_iterations), hook=hook)
+    labels = labels.to(chain.last.operator.weight.device)
+    last = None
+    if recovered and batch_size > 1:
+        last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
+    options = SolverOptions(tolerance, max_iterations, threads)
+    result = walk(chain, labels, options, hook=hook, last_solution=last)
     return chain, result, labels, recovered
 
 
@@ -72,6 +79,7 @@ def linear_attack(
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
     Options: ``tolerance`` (LSMR's atol and btol, default 1e-10), ``max_iterations`` (20,000),
+    ``threads`` (torch threads during each solve, 1; None keeps torch's setting),
     ``dtype`` (torch.float64), ``device`` ("cpu").
     """
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
 
 CORRECT_MODES = ("auto", "always", "never")
-SOLVER_KEYS = ("tolerance", "max_iterations", "dtype", "device")
+SOLVER_KEYS = ("tolerance", "max_iterations", "threads", "dtype", "device")
 
 
 @register_attack("hybrid")

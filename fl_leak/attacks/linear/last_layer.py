@@ -1,42 +1,179 @@
-"""The input of the last (fully connected) layer, from its weight and bias gradients.
+"""The inputs of the last (fully connected) layer, from its weight and bias gradients.
 
-With one sample, every row ``j`` of ``G = d x^T`` is ``d_j x^T`` and ``g = d``, so the
-least-squares estimate from all rows is ``x = G^T g / (g . g)``.
+One sample: every row ``j`` of ``G = d x^T`` is ``d_j x^T`` and ``g = d``, so the least-squares
+estimate from all rows is ``x = G^T g / (g . g)``.
+
+A batch of ``B`` samples: ``G = D^T X`` has rank ``B`` (while ``B <=`` classes), so the rows of
+``X`` lie in the row space of ``G``: ``X = C V^T`` with ``V`` its top ``B`` right singular vectors.
+Given the labels, each sample's output gradient ``d_b = s'(z_b) (softmax(s(z_b)) - e_{y_b}) / B``
+depends only on its own coefficients ``c_b`` (``z_b = W V c_b + b``), and ``C`` must satisfy
+``D(C)^T C = G V = U S`` and ``D(C)^T 1 = g``: a small nonlinear least-squares problem in the
+``B x B`` coefficients, solved by Levenberg-Marquardt (scipy) with an autograd Jacobian from
+seeded random starts. With more samples than the rank of ``G`` the inputs are not determined; the
+best estimate in the row space is returned and the diagnostics say so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.optimize import least_squares
 from torch import Tensor
 
+from fl_leak.attacks.labels import labels_from_counts, round_counts
+from fl_leak.attacks.linear.activations import Activation
 from fl_leak.errors import FlLeakError
 
 
 @dataclass
 class LastLayerSolution:
-    """Inputs ``X`` (B, n) of the last layer, its output gradients ``D`` (B, m), residual."""
+    """Inputs ``X`` (B, n) and output gradients ``D`` (B, m) of the last layer."""
 
     inputs: Tensor
     output_gradients: Tensor
     residual: float
+    rank: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LastLayer:
+    """What the server knows of the last layer: weight, bias, final activation, gradients."""
+
+    weight: Tensor
+    bias: Tensor
+    activation: Activation
+    weight_gradient: Tensor
+    bias_gradient: Tensor
+
+    def output_gradients(self, z: Tensor, labels: Tensor) -> Tensor:
+        """``dL/dz`` of the batch-mean cross-entropy on ``s(z)``, for logits ``z`` (B, m)."""
+        y = self.activation.forward(z)
+        onehot = F.one_hot(labels, z.shape[1]).to(z)
+        return self.activation.derivative(y) * (torch.softmax(y, dim=1) - onehot) / z.shape[0]
+
+
+def _numerical_rank(singular: Tensor, shape: tuple[int, int]) -> int:
+    if singular.numel() == 0 or singular[0] == 0:
+        return 0
+    tolerance = singular[0] * max(shape) * torch.finfo(singular.dtype).eps
+    return int((singular > tolerance).sum())
+
+
+def _single(layer: LastLayer) -> LastLayerSolution:
+    g, G = layer.bias_gradient, layer.weight_gradient
+    x = (G.T @ g) / (g @ g)
+    residual = torch.linalg.norm(G - torch.outer(g, x)) / torch.linalg.norm(G).clamp_min(1e-300)
+    return LastLayerSolution(x.reshape(1, -1), g.reshape(1, -1), float(residual), 1)
+
+
+def _batch(layer: LastLayer, labels: Tensor, restarts: int, seed: int) -> LastLayerSolution:
+    G, g = layer.weight_gradient, layer.bias_gradient
+    batch = labels.numel()
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    rank = min(batch, _numerical_rank(S, tuple(G.shape)))
+    U, S, V = U[:, :rank], S[:rank], Vh[:rank].T
+    M = layer.weight @ V  # logits are z_b = M c_b + bias
+    target = U * S
+    scale = float(torch.linalg.norm(target))
+    labels = labels.to(G.device)
+
+    def residual(c: Tensor) -> Tensor:
+        C = c.reshape(batch, rank)
+        D = layer.output_gradients(C @ M.T + layer.bias, labels)
+        return torch.cat([(D.T @ C - target).reshape(-1), D.sum(0) - g]) / scale
+
+    def fun(c: np.ndarray) -> np.ndarray:
+        return residual(torch.from_numpy(c).to(G)).cpu().numpy()
+
+    def jac(c: np.ndarray) -> np.ndarray:
+        return torch.autograd.functional.jacobian(residual, torch.from_numpy(c).to(G)).cpu().numpy()
+
+    generator = np.random.default_rng(seed)
+    magnitude = scale * batch / np.sqrt(batch * rank)
+    equations = G.shape[0] * rank + G.shape[0]
+    method = "lm" if equations >= batch * rank else "trf"
+    best = None
+    for _ in range(restarts):
+        start = generator.standard_normal(batch * rank) * magnitude
+        result = least_squares(
+            fun, start, jac=jac, method=method, xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000
+        )
+        if best is None or result.cost < best.cost:
+            best = result
+        if np.sqrt(2 * best.cost) < 1e-9:
+            break
+    assert best is not None
+    C = torch.from_numpy(best.x).to(G).reshape(batch, rank)
+    notes = []
+    if rank < batch:
+        notes.append(
+            f"gradient of the last layer has rank {rank} < batch size {batch}: the "
+            "inputs are not determined; best estimate in its row space"
+        )
+    return LastLayerSolution(
+        C @ V.T,
+        layer.output_gradients(C @ M.T + layer.bias, labels),
+        float(np.sqrt(2 * best.cost)),
+        rank,
+        notes,
+    )
 
 
 def solve_last_layer(
-    weight_gradient: Tensor, bias_gradient: Tensor, batch_size: int
+    layer: LastLayer, labels: Tensor, restarts: int = 8, seed: int = 0
 ) -> LastLayerSolution:
-    """Recover the last layer's inputs and output gradients from ``G`` and ``g``."""
-    if batch_size != 1:
-        raise FlLeakError("the linear attack handles batch_size=1 only for now")
-    energy = bias_gradient @ bias_gradient
-    if energy <= 0:
+    """Recover the last layer's inputs and output gradients (module docstring)."""
+    if float(layer.bias_gradient @ layer.bias_gradient) <= 0:
         raise FlLeakError(
             "the last layer's bias gradient is zero: the update carries no signal to invert "
             "(loss at its minimum, or the gradient was zeroed by a defense)"
         )
-    x = (weight_gradient.T @ bias_gradient) / energy
-    residual = torch.linalg.norm(
-        weight_gradient - torch.outer(bias_gradient, x)
-    ) / torch.linalg.norm(weight_gradient).clamp_min(1e-300)
-    return LastLayerSolution(x.reshape(1, -1), bias_gradient.reshape(1, -1), float(residual))
+    if labels.numel() == 1:
+        return _single(layer)
+    return _batch(layer, labels, restarts, seed)
+
+
+def counts_from_inputs(layer: LastLayer, inputs: Tensor) -> Tensor:
+    """Per-class counts implied by the last layer's inputs ``X`` and its bias gradient.
+
+    From ``g_j = sum_b s'_bj (p_bj - [y_b = j]) / B``: ``n_j ~ (sum_b s'_bj p_bj - B g_j) / s'_j``
+    with ``s'_j`` the batch mean of ``s'_bj`` (exact for an identity final activation).
+    """
+    outputs = layer.activation.forward(inputs @ layer.weight.T + layer.bias)
+    slope = layer.activation.derivative(outputs)
+    probabilities = torch.softmax(outputs, dim=1)
+    batch = inputs.shape[0]
+    raw = ((slope * probabilities).sum(0) - batch * layer.bias_gradient) / slope.mean(0)
+    return raw.clamp_min(0)
+
+
+def solve_last_layer_and_labels(
+    layer: LastLayer, initial_labels: Tensor, rounds: int = 3, tolerance: float = 1e-6
+) -> tuple[LastLayerSolution, Tensor]:
+    """Solve the last layer while refining the batch's labels by self-consistency.
+
+    Starting from ``initial_labels``, each round solves for the inputs, then re-estimates the
+    per-class counts from those inputs (:func:`counts_from_inputs`); it stops when the residual is
+    below ``tolerance`` or the labels repeat, and keeps the labels with the lowest residual.
+    """
+    labels = initial_labels
+    best: tuple[LastLayerSolution, Tensor] | None = None
+    seen: set[tuple[int, ...]] = set()
+    for _ in range(rounds):
+        seen.add(tuple(labels.tolist()))
+        solution = solve_last_layer(layer, labels)
+        if best is None or solution.residual < best[0].residual:
+            best = (solution, labels)
+        if solution.residual < tolerance:
+            break
+        raw = counts_from_inputs(layer, solution.inputs)
+        present = layer.bias_gradient < 0
+        labels = labels_from_counts(round_counts(raw.cpu(), present.cpu(), labels.numel()))
+        if tuple(labels.tolist()) in seen:
+            break
+    assert best is not None
+    return best

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,10 +39,28 @@ class SolveReport:
 
 @dataclass(frozen=True)
 class SolverOptions:
-    """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``."""
+    """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``.
+
+    ``threads`` is torch's intra-op thread count during the solve: each iteration runs a few small
+    convolutions, for which one thread is fastest and, on a busy machine, far steadier (thread
+    synchronisation then dominates); ``None`` keeps torch's setting (large inputs).
+    """
 
     tolerance: float = 1e-10
     max_iterations: int = 20_000
+    threads: int | None = 1
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, restoring the previous count."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def solve_layer(
@@ -50,14 +70,15 @@ def solve_layer(
     start = time.perf_counter()
     operator = system.as_scipy()
     rhs = system.rhs().detach().cpu().double().numpy()
-    result = lsmr(
-        operator,
-        rhs,
-        atol=options.tolerance,
-        btol=options.tolerance,
-        conlim=1e16,
-        maxiter=options.max_iterations,
-    )
+    with torch_threads(options.threads):
+        result = lsmr(
+            operator,
+            rhs,
+            atol=options.tolerance,
+            btol=options.tolerance,
+            conlim=1e16,
+            maxiter=options.max_iterations,
+        )
     solution, istop, iterations = result[0], int(result[1]), int(result[2])
     x = torch.from_numpy(np.asarray(solution)).to(system.target).reshape(system.unknown_shape)
     report = SolveReport(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from fl_leak.attacks.linear.chain import Block, Chain
-from fl_leak.attacks.linear.last_layer import solve_last_layer
+from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
@@ -26,43 +26,63 @@ class WalkResult:
     inputs: list[Tensor]
     systems: list[LayerSystem]
     layers: list[LayerDiagnostics]
+    last: LastLayerSolution
+
+
+def last_layer_of(chain: Chain) -> LastLayer:
+    """The server's knowledge of the chain's last (fully connected) layer."""
+    block = chain.last
+    assert block.operator.bias is not None and block.bias_gradient is not None
+    return LastLayer(
+        block.operator.weight,
+        block.operator.bias,
+        block.activation,
+        block.weight_gradient,
+        block.bias_gradient,
+    )
 
 
 def _last_layer_diagnostics(
-    block: Block, solution_residual: float, seconds: float, batch: int
+    block: Block, solution: LastLayerSolution, seconds: float, batch: int
 ) -> LayerDiagnostics:
-    n = batch * block.operator.weight.shape[1]
+    features = block.operator.weight.shape[1]
     return LayerDiagnostics(
         index=block.index,
         path=block.path,
         kind=block.kind,
         activation=block.activation.name,
-        unknowns=n,
+        unknowns=batch * features,
         forward_equations=0,
         gradient_equations=block.weight_gradient.numel(),
-        deficiency_bound=0,
-        residual=solution_residual,
-        stop_reason="closed form",
+        deficiency_bound=(batch - solution.rank) * features,
+        residual=solution.residual,
+        stop_reason="closed form"
+        if batch == 1
+        else "Levenberg-Marquardt on row-space coefficients",
         seconds=seconds,
     )
 
 
 def walk(
     chain: Chain,
-    batch: int,
+    labels: Tensor,
     options: SolverOptions = SolverOptions(),
     hook: LayerHook | None = None,
+    last_solution: LastLayerSolution | None = None,
 ) -> WalkResult:
-    """Reconstruct every layer's input, from the last layer down to the model's input."""
+    """Reconstruct every layer's input, from the last layer down to the model's input.
+
+    ``last_solution`` skips the last layer's solve when it was already done (label search).
+    """
     start = time.perf_counter()
     last = chain.last
-    assert last.bias_gradient is not None
-    solution = solve_last_layer(last.weight_gradient, last.bias_gradient, batch)
+    batch = labels.numel()
+    solution = last_solution or solve_last_layer(last_layer_of(chain), labels)
     x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
     d_above = solution.output_gradients
     block_above = last
     inputs, systems = [x_above], []
-    layers = [_last_layer_diagnostics(last, solution.residual, time.perf_counter() - start, batch)]
+    layers = [_last_layer_diagnostics(last, solution, time.perf_counter() - start, batch)]
     for block in reversed(chain.blocks[:-1]):
         start = time.perf_counter()
         inversion = block.activation.inverse(x_above)
@@ -104,4 +124,4 @@ def walk(
     inputs.reverse()
     systems.reverse()
     layers.reverse()
-    return WalkResult(inputs, systems, layers)
+    return WalkResult(inputs, systems, layers, solution)
