@@ -109,7 +109,7 @@ class FlConfig:
     local_steps: int = 1
     local_epochs: int = 0
     local_data: LocalData = LocalData.batch
-    lr: float = 0.1
+    lr: float = 0.01
     partition: Partition = Partition.iid
     alpha: float = 0.5
     fraction_train: float = 1.0

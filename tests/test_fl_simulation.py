@@ -140,9 +140,13 @@ def cluster_run(ray_head: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 @pytest.fixture(scope="module")
 def failing_run(ray_head: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """One round in which client 2 raises."""
+    """One round in which client 2 raises in training; every client evaluates after it."""
     return run_on_cluster(
-        ray_head, tmp_path_factory.mktemp("fault"), "fl.rounds=1", "fl.fault.clients=[2]"
+        ray_head,
+        tmp_path_factory.mktemp("fault"),
+        "fl.rounds=1",
+        "fl.fault.clients=[2]",
+        "fl.fraction_evaluate=1.0",
     )
 
 
@@ -208,7 +212,7 @@ def test_fedavg_records_the_estimate_degrading_with_local_steps(
         error[steps] = max(r["gradient_relative_error"] for r in records)
     assert error[1] < 1e-5 < error[2] < error[5]
     mean_psnr = {steps: sum(r["psnr"] for r in rs) / len(rs) for steps, rs in by_steps.items()}
-    assert mean_psnr[5] < mean_psnr[2] < mean_psnr[1]
+    assert max(mean_psnr[2], mean_psnr[5]) < mean_psnr[1]
 
 
 # --- failures ------------------------------------------------------------------------------------
@@ -225,6 +229,7 @@ def test_a_failing_client_is_recorded_and_the_run_goes_on(failing_run: Run) -> N
     summary = failing_run.summary
     assert summary["errors"] == 1 and summary["ok"] == 3
     assert summary["test_accuracy"] is not None
+    assert 0.0 <= summary["rounds"][1]["clients_accuracy"] <= 1.0
 
 
 # --- seeds and clusters ------------------------------------------------------------------------

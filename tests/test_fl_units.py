@@ -53,8 +53,10 @@ def train_message(settings: RunConfig, server_round: int = 1) -> Message:
     return Message(content=content, metadata=metadata)
 
 
-def client_reply(settings: RunConfig, partition: int = 0, server_round: int = 1) -> Message:
-    """Run the real ClientApp in this process and return its reply."""
+def client_reply(
+    settings: RunConfig, partition: int = 0, server_round: int = 1, kind: str = MessageType.TRAIN
+) -> Message:
+    """Run the real ClientApp in this process on a message of ``kind``; return its reply."""
     context = Context(
         run_id=1,
         node_id=7,
@@ -62,7 +64,9 @@ def client_reply(settings: RunConfig, partition: int = 0, server_round: int = 1)
         state=RecordDict(),
         run_config={},
     )
-    reply = make_client_app(lambda _: settings)(train_message(settings, server_round), context)
+    message = train_message(settings, server_round)
+    message.metadata.message_type = kind
+    reply = make_client_app(lambda _: settings)(message, context)
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     return reply
 
@@ -112,6 +116,18 @@ def test_local_epochs_over_the_partition_use_every_sample_each_epoch() -> None:
     assert len(plan.steps) == step_count(settings.fl, count) == 2 * math.ceil(count / 10)
     first_epoch = torch.cat(plan.steps[: len(plan.steps) // 2])
     assert sorted(first_epoch.tolist()) == sorted(plan.samples.tolist())
+
+
+def test_clients_evaluate_the_global_model_on_their_partition() -> None:
+    settings = settings_with()
+    metrics = client_reply(settings, partition=1, kind=MessageType.EVALUATE).content["metrics"]
+    assert metrics["num-examples"] == len(_partition(settings, 1))
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+
+
+def test_clients_tell_the_server_their_partition() -> None:
+    reply = client_reply(settings_with(), partition=3, kind=MessageType.QUERY)
+    assert reply.content["identity"]["partition-id"] == 3
 
 
 # --- update -> gradient --------------------------------------------------------------------------
@@ -169,9 +185,7 @@ def test_the_attack_never_sees_the_oracle(monkeypatch: pytest.MonkeyPatch) -> No
     assert ORACLE_KEY not in honest.content and ORACLE_KEY not in poisoned.content
     assert lie is not None and torch.equal(lie.inputs, fake.inputs)
 
-    results = [
-        run_attack(settings, view_of(settings, reply), seed=0) for reply in (honest, poisoned)
-    ]
+    results = [run_attack(settings, view_of(settings, reply)) for reply in (honest, poisoned)]
 
     assert torch.equal(results[0].inputs, results[1].inputs)
     assert torch.equal(results[0].labels, results[1].labels)

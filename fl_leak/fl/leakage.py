@@ -24,7 +24,7 @@ from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.errors import FlLeakError
 from fl_leak.fl.gradients import gradient_estimate, relative_error
-from fl_leak.fl.local_data import round_seed, step_count
+from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.records import LeakRecord, ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
@@ -71,20 +71,18 @@ def server_view(
     return ServerView(model, gradients, info.input_shape, settings.fl.batch_size, steps)
 
 
-def run_attack(settings: RunConfig, view: ServerView, seed: int) -> Reconstruction:
+def run_attack(settings: RunConfig, view: ServerView) -> Reconstruction:
     """Run the configured attack on ``view``; labels are left for the attack to recover."""
     options = {"device": settings.device, **settings.attack.options}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return reconstruct(
-            view.model,
-            view.gradients,
-            input_shape=view.input_shape,
-            batch_size=view.batch_size,
-            labels=None,
-            attack=settings.attack.name,
-            **options,
-        )
+    return reconstruct(
+        view.model,
+        view.gradients,
+        input_shape=view.input_shape,
+        batch_size=view.batch_size,
+        labels=None,
+        attack=settings.attack.name,
+        **options,
+    )
 
 
 def label_accuracy(recovered: Tensor, true: Tensor) -> float:
@@ -119,6 +117,11 @@ class UpdateAttacker:
         if not audit_settings.enabled:
             return None
         model = initial_model(self.settings, self.info)
+        log.info(
+            "auditing %s at batch size %d (once per run; audit.max_dense=0 is faster) ...",
+            self.settings.model,
+            self.settings.fl.batch_size,
+        )
         try:
             report = fl_leak.audit(
                 model,
@@ -160,8 +163,7 @@ class UpdateAttacker:
             record.gradient_relative_error = relative_error(
                 view.gradients, first_step_gradient(view, oracle)
             )
-            seed = round_seed(self.settings.seed, server_round, client or 0)
-            reconstruction = run_attack(self.settings, view, seed)
+            reconstruction = run_attack(self.settings, view)
             shown = self._score(record, reconstruction, oracle)
         except Exception as error:  # one failed attack must not end the run
             log.warning("round %d, client %s: attack failed: %s", server_round, client, error)

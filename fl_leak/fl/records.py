@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
+from time import perf_counter
 from typing import Any
 
 import torch
@@ -160,15 +161,20 @@ class ResultSink:
             )
 
     def end_round(self, server_round: int, **timings: float) -> None:
-        """Write the round's grid, keep its timings and log a progress line."""
+        """Write the round's grid, keep its figures and timings, log a progress line."""
         records = [record for record in self.records if record.round == server_round]
         ok = [record for record in records if record.status == "ok"]
         psnr = _mean([record.psnr for record in ok])
         running = _mean([record.psnr for record in self.records if record.status == "ok"])
-        self.rounds.setdefault(server_round, {}).update(
-            records=len(records), ok=len(ok), mean_psnr=psnr, **timings
-        )
+        start = perf_counter()
         self._write_grid(server_round)
+        self.rounds.setdefault(server_round, {}).update(
+            records=len(records),
+            ok=len(ok),
+            mean_psnr=psnr,
+            **timings,
+            grid_seconds=perf_counter() - start,
+        )
         log.info(
             "round %d/%d: %d/%d updates attacked, %d errors, mean PSNR %s, running mean %s",
             server_round,
@@ -184,6 +190,12 @@ class ResultSink:
         """Keep (and log) the global model's test accuracy after ``server_round`` (0: initial)."""
         self.rounds.setdefault(server_round, {}).update(test_accuracy=accuracy, test_loss=loss)
         log.info("round %d: global model test accuracy %.3f", server_round, accuracy)
+
+    def clients_evaluation(self, server_round: int, accuracy: float, loss: float) -> None:
+        """Keep the global model's accuracy on the clients' own partitions (weighted mean)."""
+        self.rounds.setdefault(server_round, {}).update(
+            clients_accuracy=accuracy, clients_loss=loss
+        )
 
     def write_summary(self, **extra: Any) -> Path:
         """Write ``summary.json``: counts, means, per-round figures, the resolved config."""

@@ -25,7 +25,7 @@ def serve(grid: Grid, settings: RunConfig, output_dir: Path, **summary_extra: An
     """Run ``settings.fl.rounds`` rounds on ``grid``; write the outputs; return summary.json's path.
 
     The global model is evaluated on the data set's held-out split before the first round and
-    after every round.
+    after every round, and by the clients on their partitions if ``fl.fraction_evaluate`` > 0.
     """
     random.seed(settings.seed)  # Flower samples nodes with Python's random
     info = load_split(settings.data, train=True).info
@@ -48,13 +48,15 @@ def serve(grid: Grid, settings: RunConfig, output_dir: Path, **summary_extra: An
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
     start = perf_counter()
-    strategy.start(
+    result = strategy.start(
         grid=grid,
         initial_arrays=to_arrays(initial_model(settings, info)),
         num_rounds=fl.rounds,
         timeout=fl.round_timeout,
         evaluate_fn=evaluate_global,
     )
+    for server_round, metrics in result.evaluate_metrics_clientapp.items():
+        sink.clients_evaluation(server_round, float(metrics["accuracy"]), float(metrics["loss"]))
     return sink.write_summary(
         audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
     )
