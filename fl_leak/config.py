@@ -146,6 +146,32 @@ class AuditSettings:
     max_dense: int = 6000
 
 
+class CaptureMode(Enum):
+    """Whether a run saves what the malicious server intercepted, and replays saved captures.
+
+    ``off``: attack live, save nothing. ``reuse``: replay the capture of these settings if the
+    cache holds one, else run Flower, attack live and save the capture. ``replay``: replay only
+    (an error when the cache holds no capture). ``auto``: ``reuse`` in a multirun, else ``off``.
+    """
+
+    off = "off"
+    auto = "auto"
+    reuse = "reuse"
+    replay = "replay"
+
+
+@dataclass
+class CaptureConfig:
+    """Captures of intercepted updates (``fl_leak.fl.capture``), shared by the jobs of a sweep.
+
+    A capture is keyed by a hash of the settings that shape the updates (model, data, FL,
+    defense, seed, dtype), so runs that differ only in attack or audit settings share it.
+    """
+
+    mode: CaptureMode = CaptureMode.auto
+    dir: str = "~/.cache/fl_leak/captures"
+
+
 @dataclass
 class RunConfig:
     """One ``fl-leak`` experiment: a Flower simulation with a malicious server."""
@@ -157,6 +183,7 @@ class RunConfig:
     fl: FlConfig = field(default_factory=FlConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     seed: int = 0
     device: str = "cpu"
     dtype: Dtype = Dtype.float32

@@ -3,12 +3,17 @@
 The simulation starts (or attaches to) Ray itself before Flower runs, so that a wrong address
 fails at once, in the caller, and Ray's start-up time is measured on its own; Flower finds Ray
 initialised, uses it, and shuts it down at the end.
+
+A private Ray keeps its session files in a directory of its own, removed at the end, so that runs
+started at once (the parallel jobs of a sweep) share no files; its ports are picked at random.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 from fl_leak.config import RayConfig
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+SHORT_TEMP = "/tmp"  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
 
 
 def quiet_environment(output_dir: Path) -> None:
@@ -60,9 +66,18 @@ def ray_session(config: RayConfig) -> Iterator[float]:
 
     if config.loopback:
         keep_on_loopback()
+    args = init_args(config)
+    temp_dir = None
+    if not config.address:
+        temp_dir = tempfile.mkdtemp(
+            prefix="ray", dir=SHORT_TEMP if os.path.isdir(SHORT_TEMP) else None
+        )
+        args["_temp_dir"] = temp_dir
     start = perf_counter()
-    ray.init(**init_args(config))
+    ray.init(**args)
     try:
         yield perf_counter() - start
     finally:
         ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fl_leak.config import RunConfig
+from fl_leak.data import DatasetInfo
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.records import ResultSink
@@ -19,19 +20,28 @@ from fl_leak.fl.strategy import MaliciousFedAvg
 from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
 
 RunSource = Callable[[Context], tuple[RunConfig, Path]]
+AttackerFactory = Callable[[RunConfig, DatasetInfo, ResultSink], UpdateAttacker]
 
 
-def serve(grid: Grid, settings: RunConfig, output_dir: Path, **summary_extra: Any) -> Path:
+def serve(
+    grid: Grid,
+    settings: RunConfig,
+    output_dir: Path,
+    attacker_factory: AttackerFactory = UpdateAttacker,
+    **summary_extra: Any,
+) -> Path:
     """Run ``settings.fl.rounds`` rounds on ``grid``; write the outputs; return summary.json's path.
 
     The global model is evaluated on the data set's held-out split before the first round and
     after every round, and by the clients on their partitions if ``fl.fraction_evaluate`` > 0.
+    ``attacker_factory`` builds the object every update goes to (an ``UpdateAttacker``, or a
+    subclass that also saves the updates, see :mod:`fl_leak.fl.capture`).
     """
     random.seed(settings.seed)  # Flower samples nodes with Python's random
     info = load_split(settings.data, train=True).info
     test_split = load_split(settings.data, train=False)
     sink = ResultSink(output_dir, settings, info.class_names)
-    attacker = UpdateAttacker(settings, info, sink)
+    attacker = attacker_factory(settings, info, sink)
     fl = settings.fl
     strategy = MaliciousFedAvg(
         attacker,
@@ -62,13 +72,15 @@ def serve(grid: Grid, settings: RunConfig, output_dir: Path, **summary_extra: An
     )
 
 
-def make_server_app(run_of: RunSource, **summary_extra: Any) -> ServerApp:
+def make_server_app(
+    run_of: RunSource, attacker_factory: AttackerFactory = UpdateAttacker, **summary_extra: Any
+) -> ServerApp:
     """The ServerApp; ``run_of(context)`` gives the settings and the output directory."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         settings, output_dir = run_of(context)
-        serve(grid, settings, output_dir, **summary_extra)
+        serve(grid, settings, output_dir, attacker_factory, **summary_extra)
 
     return app

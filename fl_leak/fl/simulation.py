@@ -10,16 +10,23 @@ from flwr.simulation import run_simulation
 
 from fl_leak.config import RunConfig
 from fl_leak.fl.client_app import make_client_app
+from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.ray_session import quiet_environment, ray_session
 from fl_leak.fl.records import SUMMARY_FILE
-from fl_leak.fl.server_app import make_server_app
+from fl_leak.fl.server_app import AttackerFactory, make_server_app
 from fl_leak.fl.validation import check
 
 
-def simulate(settings: RunConfig, output_dir: Path) -> dict[str, Any]:
+def simulate(
+    settings: RunConfig,
+    output_dir: Path,
+    attacker_factory: AttackerFactory = UpdateAttacker,
+    **summary_extra: Any,
+) -> dict[str, Any]:
     """Check ``settings``, run the simulation, write the outputs; return the summary.
 
-    Raises ``ConfigError`` naming the bad values before anything starts.
+    Raises ``ConfigError`` naming the bad values before anything starts. ``attacker_factory``
+    and ``summary_extra`` go to :func:`fl_leak.fl.server_app.serve`.
     """
     check(settings)
     output_dir = Path(output_dir)
@@ -27,7 +34,10 @@ def simulate(settings: RunConfig, output_dir: Path) -> dict[str, Any]:
     with ray_session(settings.ray) as ray_seconds:
         run_simulation(
             server_app=make_server_app(
-                lambda _: (settings, output_dir), ray_start_seconds=ray_seconds
+                lambda _: (settings, output_dir),
+                attacker_factory,
+                ray_start_seconds=ray_seconds,
+                **summary_extra,
             ),
             client_app=make_client_app(lambda _: settings),
             num_supernodes=settings.fl.num_clients,
