@@ -5,7 +5,9 @@ fl-leak model=cnn6d fl.num_clients=10 fl.rounds=3 fl.batch_size=4 attack=hybrid
 fl-leak --multirun model=cnn2_c1,cnn2_c5 fl.local_steps=1,2,5
 fl-leak --help
 
-Writes results.jsonl, summary.json and grid_round_<r>.png into Hydra's output directory.
+Writes results.jsonl, summary.json, grid_round_<r>.png and status.json into Hydra's output
+directory. In a multirun, a job that fails writes its error into status.json and returns, so the
+other jobs go on (``fl-leak-report`` lists it); a single run exits non-zero instead.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fl_leak.config import CONF_DIR, CONFIG_NAME, register_configs, to_settings
-from fl_leak.fl.simulation import simulate
+from fl_leak.fl.capture import run
 from fl_leak.fl.validation import ConfigError
+from fl_leak.report.jobs import write_status
 
 log = logging.getLogger("fl_leak")
 
@@ -31,12 +35,23 @@ def _format(value: float | None, unit: str = "") -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def _main(cfg: DictConfig) -> None:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_config = HydraConfig.get()
+    output_dir = Path(hydra_config.runtime.output_dir)
+    multirun = hydra_config.mode is RunMode.MULTIRUN
+    write_status(output_dir, "running")
     try:
-        summary = simulate(to_settings(cfg), output_dir)
-    except ConfigError as error:
-        print(f"fl-leak: {error}", file=sys.stderr)
-        sys.exit(2)
+        summary = run(to_settings(cfg), output_dir, multirun=multirun)
+    except Exception as error:  # one failed job must not stop the others of a sweep
+        write_status(output_dir, "failed", error)
+        if isinstance(error, ConfigError):
+            print(f"fl-leak: {error}", file=sys.stderr)
+        if multirun:
+            log.error("job %s failed, the sweep goes on: %s", output_dir, error)
+            return
+        if isinstance(error, ConfigError):
+            sys.exit(2)
+        raise
+    write_status(output_dir, "ok")
     mean = summary["mean"]
     log.info(
         "%d updates attacked (%d errors): mean PSNR %s, SSIM %s, label accuracy %s; "

@@ -1,0 +1,331 @@
+"""Capture once, attack many times: save what the malicious server intercepted, replay on it.
+
+A capture holds the server's view of a whole simulation: the weights it sent each round, each
+reply's arrays and metrics (or the client's error), and its own evaluations of the global model.
+The oracle's ground truth (each attacked batch) is kept in separate files, read only to score.
+Everything is plain tensors in safetensors files and JSON: loading a capture runs no code from it.
+
+Captures live in ``capture.dir``, one directory per :func:`capture_key`: a hash of the settings
+that shape the updates (model, data, FL, defense, seed, dtype). Runs that differ only in attack or
+audit settings share the key, so a sweep over attack options runs Flower once per FL setting and
+replays the rest (:func:`run`). A lock per key makes parallel jobs of a sweep wait for the one
+that simulates; a capture appears (atomically renamed) only once its run has finished.
+
+Layout of ``<capture.dir>/<key>/``::
+
+    capture.json                  the hashed settings, the updates in order, the server's rounds
+    server/sent_<round>.safetensors   the weights sent in a round
+    server/update_<i>.safetensors     reply i's arrays ("<record>/<name>")
+    oracle/update_<i>.safetensors     reply i's attacked batch ("inputs", "labels")
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from safetensors.torch import load_file, save_file
+
+import fl_leak
+from fl_leak.config import CaptureMode, RunConfig, as_plain_dict
+from fl_leak.data import DatasetInfo
+from fl_leak.fl.leakage import UpdateAttacker
+from fl_leak.fl.local_data import load_split
+from fl_leak.fl.oracle import Oracle
+from fl_leak.fl.records import ResultSink
+from fl_leak.fl.simulation import simulate
+from fl_leak.fl.validation import ConfigError, check
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+META_FILE = "capture.json"
+SUFFIX = ".safetensors"
+FL_KEYS_IGNORED = ("client_cpus", "round_timeout")  # resources and patience, not the updates
+ROUND_KEYS = (  # the server's own per-round figures, carried into a replay's summary
+    "test_accuracy",
+    "test_loss",
+    "clients_accuracy",
+    "clients_loss",
+    "clients_seconds",
+    "aggregate_seconds",
+)
+
+
+def capture_settings(settings: RunConfig) -> dict[str, Any]:
+    """The settings that shape the updates: what a capture is keyed by."""
+    plain = as_plain_dict(settings)
+    fl = {key: value for key, value in plain["fl"].items() if key not in FL_KEYS_IGNORED}
+    return {
+        "format": FORMAT,
+        "version": fl_leak.__version__,
+        "model": plain["model"],
+        "data": plain["data"],
+        "defense": plain["defense"],
+        "fl": fl,
+        "seed": plain["seed"],
+        "dtype": plain["dtype"],
+    }
+
+
+def capture_key(settings: RunConfig) -> str:
+    """``<model>-<hash>``: equal for runs whose updates are equal, whatever their attack."""
+    text = json.dumps(capture_settings(settings), sort_keys=True)
+    return f"{settings.model}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class CapturedUpdate:
+    """One reply of a capture: an update (``file`` names its tensors) or a client's error."""
+
+    round: int
+    client: int | None
+    file: str | None = None
+    metrics: dict[str, dict[str, Any]] | None = None
+    error: str | None = None
+
+
+class CaptureWriter:
+    """Saves a live run's intercepted updates into ``directory`` (see the module's layout)."""
+
+    def __init__(self, directory: Path, settings: RunConfig) -> None:
+        self.directory = directory
+        self.settings = settings
+        self.updates: list[CapturedUpdate] = []
+        self._rounds_sent: set[int] = set()
+        for part in ("server", "oracle"):
+            (directory / part).mkdir(parents=True, exist_ok=True)
+
+    def add_update(
+        self,
+        server_round: int,
+        client: int | None,
+        sent: ArrayRecord,
+        reply: RecordDict,
+        oracle: Oracle | None,
+    ) -> None:
+        """Save the round's sent weights (once), the reply's arrays and metrics, and the oracle."""
+        if server_round not in self._rounds_sent:
+            save_file(
+                _tensors({"sent": sent}), _path(self.directory, "server", f"sent_{server_round}")
+            )
+            self._rounds_sent.add(server_round)
+        name = f"update_{len(self.updates)}"
+        save_file(_tensors(dict(reply.array_records)), _path(self.directory, "server", name))
+        if oracle is not None:
+            truth = {"inputs": oracle.inputs.contiguous(), "labels": oracle.labels.contiguous()}
+            save_file(truth, _path(self.directory, "oracle", name))
+        metrics = {key: dict(record) for key, record in reply.metric_records.items()}
+        self.updates.append(CapturedUpdate(server_round, client, name, metrics))
+
+    def add_failure(self, server_round: int, client: int | None, reason: str) -> None:
+        """Note a client that raised instead of replying."""
+        self.updates.append(CapturedUpdate(server_round, client, error=reason))
+
+    def attacker(self, settings: RunConfig, info: DatasetInfo, sink: ResultSink) -> UpdateAttacker:
+        """An attacker for ``fl_leak.fl.simulate`` that saves every update before attacking it."""
+        return CapturingAttacker(settings, info, sink, self)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """Write ``capture.json``, with the server's per-round figures from the run's summary."""
+        rounds = [
+            {key: entry[key] for key in ("round", *ROUND_KEYS) if key in entry}
+            for entry in summary["rounds"]
+        ]
+        meta = {
+            "settings": capture_settings(self.settings),
+            "updates": [asdict(update) for update in self.updates],
+            "rounds": rounds,
+        }
+        (self.directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+class CapturingAttacker(UpdateAttacker):
+    """An :class:`UpdateAttacker` that hands every update to a :class:`CaptureWriter` first."""
+
+    def __init__(
+        self, settings: RunConfig, info: DatasetInfo, sink: ResultSink, writer: CaptureWriter
+    ) -> None:
+        super().__init__(settings, info, sink)
+        self.writer = writer
+
+    def client_failed(self, server_round: int, client: int | None, reason: str) -> None:
+        """Save, then record, a client that raised."""
+        self.writer.add_failure(server_round, client, reason)
+        super().client_failed(server_round, client, reason)
+
+    def attack_update(
+        self,
+        server_round: int,
+        client: int | None,
+        sent: ArrayRecord,
+        reply: RecordDict,
+        oracle: Oracle | None,
+    ) -> None:
+        """Save, then attack, one update."""
+        self.writer.add_update(server_round, client, sent, reply, oracle)
+        super().attack_update(server_round, client, sent, reply, oracle)
+
+
+def _path(directory: Path, part: str, name: str) -> Path:
+    return directory / part / f"{name}{SUFFIX}"
+
+
+def _tensors(records: dict[str, ArrayRecord]) -> dict[str, Any]:
+    return {
+        f"{record}/{name}": tensor.contiguous()
+        for record, arrays in records.items()
+        for name, tensor in arrays.to_torch_state_dict().items()
+    }
+
+
+def _records(path: Path) -> dict[str, ArrayRecord]:
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, tensor in load_file(path).items():
+        record, name = key.split("/", 1)
+        grouped.setdefault(record, {})[name] = tensor
+    return {record: ArrayRecord(arrays) for record, arrays in grouped.items()}
+
+
+class Capture:
+    """A finished capture, read back: the server's view of every update, and the oracle apart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        meta = json.loads((directory / META_FILE).read_text())
+        self.updates = [CapturedUpdate(**update) for update in meta["updates"]]
+        self.rounds: list[dict[str, Any]] = meta["rounds"]
+
+    def sent(self, server_round: int) -> ArrayRecord:
+        """The weights the server sent in ``server_round``."""
+        return _records(_path(self.directory, "server", f"sent_{server_round}"))["sent"]
+
+    def reply(self, update: CapturedUpdate) -> RecordDict:
+        """The reply's records as the strategy saw them (oracle removed)."""
+        assert update.file is not None and update.metrics is not None
+        records: dict[str, Any] = dict(_records(_path(self.directory, "server", update.file)))
+        records.update({key: MetricRecord(values) for key, values in update.metrics.items()})
+        return RecordDict(records)
+
+    def oracle(self, update: CapturedUpdate) -> Oracle | None:
+        """The ground truth of ``update`` (scoring only), if the client sent any."""
+        assert update.file is not None
+        path = _path(self.directory, "oracle", update.file)
+        if not path.exists():
+            return None
+        truth = load_file(path)
+        return Oracle(inputs=truth["inputs"], labels=truth["labels"])
+
+
+def replay(
+    source: Capture, settings: RunConfig, output_dir: Path, **summary_extra: Any
+) -> dict[str, Any]:
+    """Attack every update of ``source`` with ``settings``' attack; write the usual outputs.
+
+    Updates go through the same :class:`UpdateAttacker` as in a live run, in the same order, so
+    the records equal those of a live run with the same settings.
+    """
+    start = perf_counter()
+    info = load_split(settings.data, train=True).info
+    sink = ResultSink(output_dir, settings, info.class_names)
+    attacker = UpdateAttacker(settings, info, sink)
+    rounds = {entry["round"]: entry for entry in source.rounds}
+    initial = rounds.get(0, {})
+    if "test_accuracy" in initial:
+        sink.evaluation(0, initial["test_accuracy"], initial["test_loss"])
+    for server_round in range(1, settings.fl.rounds + 1):
+        attack_start = perf_counter()
+        updates = [update for update in source.updates if update.round == server_round]
+        sent = source.sent(server_round) if any(u.file for u in updates) else ArrayRecord()
+        for update in updates:
+            if update.error is not None:
+                attacker.client_failed(server_round, update.client, update.error)
+                continue
+            attacker.attack_update(
+                server_round,
+                update.client,
+                sent=sent,
+                reply=source.reply(update),
+                oracle=source.oracle(update),
+            )
+        entry = rounds.get(server_round, {})
+        timings = {
+            key: entry[key] for key in ("clients_seconds", "aggregate_seconds") if key in entry
+        }
+        sink.end_round(server_round, attack_seconds=perf_counter() - attack_start, **timings)
+        if "test_accuracy" in entry:
+            sink.evaluation(server_round, entry["test_accuracy"], entry["test_loss"])
+        if "clients_accuracy" in entry:
+            sink.clients_evaluation(server_round, entry["clients_accuracy"], entry["clients_loss"])
+    path = sink.write_summary(
+        audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
+    )
+    return json.loads(path.read_text())
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def effective_mode(mode: CaptureMode, multirun: bool) -> CaptureMode:
+    """``auto`` resolved: ``reuse`` in a multirun, ``off`` in a single run."""
+    if mode is CaptureMode.auto:
+        return CaptureMode.reuse if multirun else CaptureMode.off
+    return mode
+
+
+def run(settings: RunConfig, output_dir: Path, multirun: bool = False) -> dict[str, Any]:
+    """One experiment: live (``fl_leak.fl.simulate``), or through the capture cache.
+
+    With ``capture.mode`` reuse (or auto in a multirun), replays the capture of these settings
+    when there is one; otherwise simulates, attacking live and saving the capture. With replay,
+    a missing capture is a :class:`ConfigError`. Returns the summary.
+    """
+    mode = effective_mode(settings.capture.mode, multirun)
+    if mode is CaptureMode.off:
+        return simulate(settings, output_dir)
+    check(settings)
+    root = Path(settings.capture.dir).expanduser()
+    key = capture_key(settings)
+    directory = root / key
+    with _locked(root / f"{key}.lock"):
+        if (directory / META_FILE).exists():
+            log.info("replaying capture %s: no Flower simulation", directory)
+            info = {"key": key, "replayed": True}
+            return replay(Capture(directory), settings, Path(output_dir), capture=info)
+        if mode is CaptureMode.replay:
+            raise ConfigError(
+                f"capture.mode=replay but {root} holds no capture {key} of these settings; "
+                "run them once with capture.mode=reuse"
+            )
+        partial_dir = root / f"{key}.partial"
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        writer = CaptureWriter(partial_dir, settings)
+        try:
+            summary = simulate(
+                settings, output_dir, writer.attacker, capture={"key": key, "replayed": False}
+            )
+            writer.close(summary)
+        except BaseException:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+            raise
+        partial_dir.rename(directory)
+        log.info("saved capture %s", directory)
+        return summary
