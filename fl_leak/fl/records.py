@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -143,6 +144,8 @@ class ResultSink:
         self.records: list[LeakRecord] = []
         self.rounds: dict[int, dict[str, Any]] = {}
         self._images: dict[int, RoundImages] = {}
+        self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid")
+        self._grids: list[Future[None]] = []
         output_dir.mkdir(parents=True, exist_ok=True)
         self.results_path = output_dir / RESULTS_FILE
         self.results_path.write_text("")
@@ -161,19 +164,19 @@ class ResultSink:
             )
 
     def end_round(self, server_round: int, **timings: float) -> None:
-        """Write the round's grid, keep its figures and timings, log a progress line."""
+        """Keep the round's figures and timings, log a progress line, start drawing its grid.
+
+        The grid is drawn in a background thread, while the next round trains.
+        """
         records = [record for record in self.records if record.round == server_round]
         ok = [record for record in records if record.status == "ok"]
         psnr = _mean([record.psnr for record in ok])
         running = _mean([record.psnr for record in self.records if record.status == "ok"])
-        start = perf_counter()
-        self._write_grid(server_round)
+        images = self._images.pop(server_round, None)
+        if images is not None:
+            self._grids.append(self._painter.submit(self._write_grid, server_round, images))
         self.rounds.setdefault(server_round, {}).update(
-            records=len(records),
-            ok=len(ok),
-            mean_psnr=psnr,
-            **timings,
-            grid_seconds=perf_counter() - start,
+            records=len(records), ok=len(ok), mean_psnr=psnr, **timings
         )
         log.info(
             "round %d/%d: %d/%d updates attacked, %d errors, mean PSNR %s, running mean %s",
@@ -198,7 +201,10 @@ class ResultSink:
         )
 
     def write_summary(self, **extra: Any) -> Path:
-        """Write ``summary.json``: counts, means, per-round figures, the resolved config."""
+        """Finish the grids, write ``summary.json``: counts, means, per-round figures, config."""
+        self._painter.shutdown(wait=True)
+        for grid in self._grids:
+            grid.result()
         ok = [record for record in self.records if record.status == "ok"]
         final = self.rounds.get(self.settings.fl.rounds, {})
         summary = {
@@ -216,10 +222,8 @@ class ResultSink:
         path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False) + "\n")
         return path
 
-    def _write_grid(self, server_round: int) -> None:
-        images = self._images.pop(server_round, None)
-        if images is None:
-            return
+    def _write_grid(self, server_round: int, images: RoundImages) -> None:
+        start = perf_counter()
         count = min(len(images.originals), GRID_MAX_IMAGES)
         save_image_grid(
             torch.stack(images.originals[:count]),
@@ -228,6 +232,7 @@ class ResultSink:
             titles=images.titles[:count],
             match=False,
         )
+        self.rounds.setdefault(server_round, {})["grid_seconds"] = perf_counter() - start
 
 
 def _db(value: float | None) -> str:
