@@ -1,7 +1,8 @@
 """The jobs of a run or multirun directory: where they are, what they were given, how they ended.
 
 Every ``fl-leak`` job writes ``status.json`` in its output directory (``running`` when it starts,
-then ``ok`` or ``failed`` with the error), beside Hydra's ``.hydra/overrides.yaml``. A job is any
+then ``ok`` or ``failed`` with the error), beside Hydra's ``.hydra/overrides.yaml``; a job without
+one (written before it existed) counts as finished when it wrote ``summary.json``. A job is any
 directory under the root that holds ``.hydra/overrides.yaml``; one that failed, never finished or
 left no records is kept with the reason, never dropped.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from fl_leak.fl.records import RESULTS_FILE, SUMMARY_FILE
 
@@ -30,12 +32,6 @@ def write_status(output_dir: Path, status: str, error: BaseException | None = No
         content["traceback"] = "".join(traceback.format_exception(error))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / STATUS_FILE).write_text(json.dumps(content, indent=1) + "\n")
-
-
-def parse_override(override: str) -> tuple[str, str]:
-    """``("fl.batch_size", "2")`` from ``fl.batch_size=2`` (``+``/``++`` prefixes dropped)."""
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
 
 
 @dataclass
@@ -62,9 +58,10 @@ class Job:
         return None
 
     @property
-    def settings(self) -> dict[str, str]:
-        """The job's overrides as ``key -> value``."""
-        return dict(parse_override(override) for override in self.overrides)
+    def settings(self) -> dict[str, Any]:
+        """The job's overrides as ``key -> value``, values typed as Hydra parses them."""
+        parsed = OverridesParser.create().parse_overrides(self.overrides)
+        return {override.key_or_group: override.value() for override in parsed}
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -86,7 +83,7 @@ def load_job(directory: Path, root: Path) -> Job:
         directory=directory,
         overrides=[str(override) for override in overrides],
         records=_read_records(directory / RESULTS_FILE),
-        status=status.get("status", "unknown"),
+        status=status.get("status", "ok" if summary is not None else "unknown"),
         error=status.get("error"),
         summary=summary,
     )
