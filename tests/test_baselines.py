@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fl_leak
-from fl_leak.attacks.baselines.common import Progress, prepare_problem
+from fl_leak.attacks.baselines.common import Progress, Stall, prepare_problem
 from fl_leak.attacks.baselines.ig import IGOptions
 from fl_leak.attacks.correction import cosine_distance
 from fl_leak.errors import FlLeakError, GradientMismatchError
@@ -158,6 +158,13 @@ def test_early_stop_on_a_stalled_loss(embedded):
     assert f"{len(losses)} iterations" in rec.notes[0]
 
 
+def test_stall_counts_iterations_without_relative_improvement():
+    stall = Stall(patience=2, tolerance=0.1)
+    # 10 sets the reference, 5 improves it by more than 10 %, 4.6 and 4.8 do not
+    assert [stall.update(loss) for loss in (10.0, 5.0, 4.6, 4.8)] == [False, False, False, True]
+    assert not Stall(patience=None, tolerance=0.1).update(1.0)
+
+
 def test_ig_moves_to_the_next_step_size_before_stopping(embedded, caplog):
     model, _, _, gradients = _update("cnn2_c1", embedded, [0])
     with caplog.at_level(logging.INFO, logger="fl_leak.attacks.baselines"):
@@ -199,8 +206,8 @@ def test_dtype_and_device(embedded):
     "attack,options,message",
     [
         ("ig", {"iterations": 0}, "iterations must be a positive integer, got 0"),
-        ("ig", {"lr": -1}, "lr must be positive"),
-        ("ig", {"tv_weight": -0.1}, "tv_weight must be non-negative"),
+        ("ig", {"lr": -1}, "lr must be a positive number"),
+        ("ig", {"tv_weight": -0.1}, "tv_weight must be a non-negative number"),
         ("ig", {"restarts": 1.5}, "restarts must be a positive integer"),
         ("ig", {"label_strategy": "oracle"}, "label_strategy must be one of"),
         ("ig", {"input_range": (1, 0)}, "input_range must be"),

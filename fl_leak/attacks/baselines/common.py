@@ -61,6 +61,8 @@ class MatchingOptions:
     ----------
     iterations : int
         Optimiser steps per restart.
+    lr : float
+        The optimiser's step size.
     restarts : int
         Independent random starts; the one with the lowest final objective is returned.
     label_strategy : {"recover", "joint"}
@@ -88,6 +90,7 @@ class MatchingOptions:
     """
 
     iterations: int = 1000
+    lr: float = 0.1
     restarts: int = 1
     label_strategy: str = "recover"
     input_range: tuple[float, float] | None = (0.0, 1.0)
@@ -100,10 +103,12 @@ class MatchingOptions:
     dtype: str | torch.dtype | None = None
 
     def __post_init__(self) -> None:
-        _positive_int("iterations", self.iterations)
-        _positive_int("restarts", self.restarts)
-        _positive_int("patience", self.patience, optional=True)
-        _positive_int("log_every", self.log_every, optional=True)
+        check_positive_int("iterations", self.iterations)
+        check_positive_int("restarts", self.restarts)
+        check_positive_int("patience", self.patience, optional=True)
+        check_positive_int("log_every", self.log_every, optional=True)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not self.lr > 0:
+            raise FlLeakError(f"lr must be a positive number, got {self.lr!r}")
         if self.label_strategy not in LABEL_STRATEGIES:
             raise FlLeakError(
                 f"label_strategy must be one of {LABEL_STRATEGIES}, got {self.label_strategy!r}"
@@ -114,14 +119,15 @@ class MatchingOptions:
                 raise FlLeakError(
                     f"input_range must be (low, high) with low < high, got {low, high}"
                 )
-        _non_negative("tolerance", self.tolerance)
+        check_non_negative("tolerance", self.tolerance)
         if self.callback is not None and not callable(self.callback):
             raise FlLeakError(f"callback must be callable, got {self.callback!r}")
         if self.dtype is not None:
             torch_dtype(self.dtype)
 
 
-def _positive_int(name: str, value: object, optional: bool = False) -> None:
+def check_positive_int(name: str, value: object, optional: bool = False) -> None:
+    """Raise ``FlLeakError`` unless ``value`` is a positive integer (or ``None`` if optional)."""
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -129,7 +135,8 @@ def _positive_int(name: str, value: object, optional: bool = False) -> None:
         raise FlLeakError(f"{name} must be {allowed}, got {value!r}")
 
 
-def _non_negative(name: str, value: object) -> None:
+def check_non_negative(name: str, value: object) -> None:
+    """Raise ``FlLeakError`` unless ``value`` is a number >= 0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise FlLeakError(f"{name} must be a non-negative number, got {value!r}")
 
@@ -277,7 +284,9 @@ class Stall:
 
     def update(self, loss: float) -> bool:
         """Record ``loss``; True when the run has stalled."""
-        if loss < self.reference - self.tolerance * abs(self.reference):
+        if math.isinf(self.reference) or loss < self.reference - self.tolerance * abs(
+            self.reference
+        ):
             self.reference, self.since = loss, 0
         else:
             self.since += 1
@@ -415,4 +424,31 @@ def best_reconstruction(
         seconds=seconds,
         labels_recovered=recovered,
         notes=notes,
+    )
+
+
+RestartRunner = Callable[[MatchingProblem, Any, int, list[Tensor]], RestartResult]
+
+
+def run_attack(
+    attack: str,
+    options_type: type[MatchingOptions],
+    run: RestartRunner,
+    model: nn.Module,
+    gradients: Sequence[Tensor],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    labels: Tensor | None,
+    options: Mapping[str, Any],
+) -> Reconstruction:
+    """Parse the options, set up the problem, ``run`` every restart and return the best one."""
+    parsed = parse_options(options_type, attack, options)
+    start = time.perf_counter()
+    problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
+    results = [
+        run(problem, parsed, restart, variables)
+        for restart, variables in random_starts(problem, parsed)
+    ]
+    return best_reconstruction(
+        attack, problem, results, time.perf_counter() - start, labels is None
     )

@@ -7,7 +7,6 @@ normal start. The inputs are left unconstrained, as published.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +18,9 @@ from fl_leak.attacks.baselines.common import (
     MatchingOptions,
     MatchingProblem,
     RestartResult,
-    best_reconstruction,
-    parse_options,
-    prepare_problem,
+    check_positive_int,
     project,
-    random_starts,
+    run_attack,
     run_restart,
 )
 from fl_leak.attacks.registry import register_attack
@@ -55,16 +52,12 @@ class DLGOptions(MatchingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise FlLeakError(f"lr must be positive, got {self.lr!r}")
+        check_positive_int("max_evaluations", self.max_evaluations)
+        check_positive_int("history_size", self.history_size)
         if self.line_search not in LINE_SEARCHES:
             raise FlLeakError(
                 f"line_search must be one of {LINE_SEARCHES}, got {self.line_search!r}"
             )
-        for name in ("max_evaluations", "history_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FlLeakError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _restart(
@@ -124,11 +117,6 @@ def dlg_attack(
     ``label_strategy`` ("joint"), ``patience`` (None), ``tolerance`` (1e-4), ``log_every`` (10),
     ``callback`` (None), ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's).
     """
-    parsed = parse_options(DLGOptions, "dlg", options)
-    start = time.perf_counter()
-    problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
-    results = [
-        _restart(problem, parsed, restart, variables)
-        for restart, variables in random_starts(problem, parsed)
-    ]
-    return best_reconstruction("dlg", problem, results, time.perf_counter() - start, labels is None)
+    return run_attack(
+        "dlg", DLGOptions, _restart, model, gradients, input_shape, batch_size, labels, options
+    )

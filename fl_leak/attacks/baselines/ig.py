@@ -9,7 +9,6 @@ their range after every step, and several random restarts of which the lowest ob
 from __future__ import annotations
 
 import bisect
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,17 +20,14 @@ from fl_leak.attacks.baselines.common import (
     MatchingOptions,
     MatchingProblem,
     RestartResult,
-    best_reconstruction,
-    parse_options,
-    prepare_problem,
+    check_non_negative,
     project,
-    random_starts,
+    run_attack,
     run_restart,
 )
 from fl_leak.attacks.correction import cosine_distance, total_variation
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
-from fl_leak.errors import FlLeakError
 
 DECAY_POINTS = (3 / 8, 5 / 8, 7 / 8)
 
@@ -54,10 +50,7 @@ class IGOptions(MatchingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise FlLeakError(f"lr must be positive, got {self.lr!r}")
-        if not self.tv_weight >= 0:
-            raise FlLeakError(f"tv_weight must be non-negative, got {self.tv_weight!r}")
+        check_non_negative("tv_weight", self.tv_weight)
 
     def milestones(self) -> list[int]:
         """Iterations after which the step size is divided by 10."""
@@ -139,11 +132,6 @@ def ig_attack(
     ``patience`` (None), ``tolerance`` (1e-4), ``log_every`` (500), ``callback`` (None),
     ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's).
     """
-    parsed = parse_options(IGOptions, "ig", options)
-    start = time.perf_counter()
-    problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
-    results = [
-        _restart(problem, parsed, restart, variables)
-        for restart, variables in random_starts(problem, parsed)
-    ]
-    return best_reconstruction("ig", problem, results, time.perf_counter() - start, labels is None)
+    return run_attack(
+        "ig", IGOptions, _restart, model, gradients, input_shape, batch_size, labels, options
+    )
