@@ -115,7 +115,11 @@ def ray_head() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         head.terminate()
-        head.wait(timeout=60)
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
 
 
 @pytest.fixture(scope="module")
