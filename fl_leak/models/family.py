@@ -104,5 +104,9 @@ FAMILY: dict[str, FamilyNet] = {
         ((12, 3, 2, 1), (12, 5, 2, 2), (12, 5, 1, 2)), ("tanh", "tanh", "tanh", "identity")
     ),
     "cnn6d": FamilyNet(_CNN6, (LEAKY_02,) * 6 + ("identity",)),
+    # ReLU variants (beyond the paper): the derivative is known from the reconstructed output,
+    # forward constraints hold on active units only
+    "lenet_relu": FamilyNet(_LENET, ("relu", "relu", "relu", "identity"), conv_bias=True),
+    "cnn2_relu": FamilyNet(((12, 3, 1, 1),), ("relu", "identity")),
     "rgap_cnn6": FamilyNet(_RGAP6, (LEAKY_02,) * 6 + ("identity",)),
 }
