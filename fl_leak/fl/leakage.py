@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
+from fl_leak.attacks.linear.solver import torch_threads
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.errors import FlLeakError
@@ -96,10 +97,16 @@ def label_accuracy(recovered: Tensor, true: Tensor) -> float:
 
 
 def first_step_gradient(view: ServerView, oracle: Oracle) -> list[Tensor]:
-    """The true gradient of the client's first local step (oracle side: uses the true batch)."""
+    """The true gradient of the client's first local step (oracle side: uses the true batch).
+
+    Computed on one thread: float32 sums depend on how the work is split, and the value must not
+    depend on the process (a sweep's parallel job, a replay of a capture).
+    """
     parameters = list(view.model.parameters())
-    loss = mean_loss(view.model, oracle.inputs.to(parameters[0].dtype), oracle.labels)
-    return [gradient.detach() for gradient in torch.autograd.grad(loss, parameters)]
+    with torch_threads(1):
+        loss = mean_loss(view.model, oracle.inputs.to(parameters[0].dtype), oracle.labels)
+        gradients = torch.autograd.grad(loss, parameters)
+    return [gradient.detach() for gradient in gradients]
 
 
 class UpdateAttacker:
