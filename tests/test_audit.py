@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl_leak.metrics.audit import audit, layer_systems, security_index
+from fl_leak.metrics.audit import audit, probe_layers, security_index
 from fl_leak.models import build_model
 
 
@@ -52,7 +52,7 @@ def test_deficiency_equals_rank_deficiency_of_materialised_matrix(index, batch_s
     torch.manual_seed(index)
     model = SMALL[index].double()
     report = audit(model, input_shape=(2, 8, 8), batch_size=batch_size)
-    _, systems = layer_systems(model, (2, 8, 8), batch_size)
+    systems = probe_layers(model, (2, 8, 8), batch_size).systems
     for layer, system in zip(report.layers, systems, strict=True):
         matrix = _materialised(system)
         expected = matrix.shape[1] - np.linalg.matrix_rank(matrix)
@@ -87,9 +87,9 @@ def test_large_layers_fall_back_to_the_documented_bound():
     assert report.layers[0].deficiency == 3072 - (225 + 27 - 1)
 
 
-def test_gradients_of_layer_systems_come_from_autograd():
+def test_gradients_of_probe_layers_come_from_autograd():
     model = build_model("cnn2_c1", seed=0).double()
-    _, systems = layer_systems(model, (3, 32, 32), 1)
+    systems = probe_layers(model, (3, 32, 32), 1).systems
     generator = torch.Generator().manual_seed(0)
     inputs = torch.rand(1, 3, 32, 32, generator=generator, dtype=torch.float64)
     labels = torch.randperm(10, generator=generator)[:1]

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.system import LayerSystem
@@ -120,13 +120,22 @@ def _rank_and_condition(system: LayerSystem) -> tuple[int, float]:
     return rank, float(singular[0] / singular[rank - 1])
 
 
-def layer_systems(
+@dataclass
+class LayerProbe:
+    """Blocks, their systems at a probe input (below the last layer), and each block's input."""
+
+    blocks: list[Block]
+    systems: list[LayerSystem]
+    inputs: list[Tensor]
+
+
+def probe_layers(
     model: nn.Module,
     input_shape: Sequence[int],
     batch_size: int = 1,
     seed: int = 0,
     scaled: bool = False,
-) -> tuple[list[Block], list[LayerSystem]]:
+) -> LayerProbe:
     """Every layer's system (below the last) at a seeded random input and random labels.
 
     Inputs are uniform in [0, 1]; labels are distinct while ``batch_size`` allows. Gradients and
@@ -168,7 +177,7 @@ def layer_systems(
                 scaled=scaled,
             )
         )
-    return chain.blocks, systems
+    return LayerProbe(chain.blocks, systems, [x.detach() for x in activations[:-1]])
 
 
 def audit(
@@ -193,7 +202,8 @@ def audit(
     max_dense
         Largest ``min(rows, unknowns)`` for which the rank is computed exactly by SVD.
     """
-    blocks, systems = layer_systems(model, input_shape, batch_size, seed)
+    probe = probe_layers(model, input_shape, batch_size, seed)
+    blocks, systems = probe.blocks, probe.systems
     report = AuditReport(tuple(input_shape), batch_size)
     for block, system in zip(blocks, systems, strict=False):
         start = time.perf_counter()

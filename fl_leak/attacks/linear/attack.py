@@ -93,4 +93,5 @@ def linear_attack(
         attack="linear",
         seconds=time.perf_counter() - start,
         labels_recovered=recovered,
+        notes=list(result.last.notes),
     )

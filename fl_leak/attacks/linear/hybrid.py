@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -47,9 +48,13 @@ def hybrid_attack(
     )
     inputs = result.inputs[0]
     exact = [layer.deficiency_bound == 0 and layer.clipped == 0 for layer in result.layers[:-1]]
-    notes = []
-    if correct == "always" or (correct == "auto" and not all(exact)):
+    last_exact = result.layers[-1].deficiency_bound == 0
+    notes = list(result.last.notes)
+    wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
+    if wanted and result.systems:
         anchor = _anchor(exact)
+        if not last_exact:  # no system below an undetermined last layer can be trusted
+            correction = replace(correction, residual_weight=0.0)
         corrected = correct_input(
             chain, result.systems[anchor], anchor, inputs, labels.to(inputs.device), correction
         )
@@ -61,6 +66,8 @@ def hybrid_attack(
             f"{corrected.initial_objective:.3e} -> "
             f"{corrected.final_objective:.3e} in {corrected.iterations} iterations"
         )
+    elif wanted:
+        notes.append("no layer below the last: nothing to correct")
     else:
         notes.append("every layer full rank: least-squares solution kept, no correction")
     return Reconstruction(

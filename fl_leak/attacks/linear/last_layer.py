@@ -94,13 +94,21 @@ def _batch(layer: LastLayer, labels: Tensor, restarts: int, seed: int) -> LastLa
 
     generator = np.random.default_rng(seed)
     magnitude = scale * batch / np.sqrt(batch * rank)
-    equations = G.shape[0] * rank + G.shape[0]
-    method = "lm" if equations >= batch * rank else "trf"
+    determined = rank == batch
+    # an undetermined system has no exact solution to look for: one start, a short budget
+    method, attempts, budget = ("lm", restarts, 2000) if determined else ("trf", 1, 100)
     best = None
-    for _ in range(restarts):
+    for _ in range(attempts):
         start = generator.standard_normal(batch * rank) * magnitude
         result = least_squares(
-            fun, start, jac=jac, method=method, xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000
+            fun,
+            start,
+            jac=jac,
+            method=method,
+            xtol=1e-15,
+            ftol=1e-15,
+            gtol=1e-15,
+            max_nfev=budget,
         )
         if best is None or result.cost < best.cost:
             best = result
@@ -161,6 +169,8 @@ def solve_last_layer_and_labels(
     below ``tolerance`` or the labels repeat, and keeps the labels with the lowest residual.
     """
     labels = initial_labels
+    if labels.numel() > layer.weight.shape[0]:  # more samples than classes: nothing to refine
+        return solve_last_layer(layer, labels), labels
     best: tuple[LastLayerSolution, Tensor] | None = None
     seen: set[tuple[int, ...]] = set()
     for _ in range(rounds):

@@ -1,0 +1,162 @@
+"""Matrix-free layer solves against dense solves of the materialised matrix, in the same run.
+
+Three tables:
+
+1. For large layer systems of the paper's family (batch 1, built at a seeded random input as in
+   the audit): LSMR on the matrix-free operator against ``torch.linalg.lstsq`` (default driver
+   gelsy, rank-revealing; and gels, QR) and ``np.linalg.lstsq`` on the materialised matrix.
+   Times and the relative error ``||x - x_true|| / ||x_true||`` of each; the dense rows also give
+   the time to materialise the matrix.
+2. A 3x224x224 first-layer system (conv 3->12 k4 s2 p2, as cnn6d's first layer), where the dense
+   matrix would need ~190 GB: matrix-free time and the process's peak resident memory.
+3. ``hybrid`` on cnn3_c1 (rank-deficient) at batch 1: PSNR and seconds over embedded images.
+
+    python benchmarks/bench_solver.py [--skip-numpy] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fl_leak
+from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
+from fl_leak.data import load_dataset
+from fl_leak.metrics import psnr
+from fl_leak.metrics.audit import probe_layers
+
+LAYERS = [
+    ("cnn3_c3", 1),
+    ("cnn2_c1", 0),
+    ("cnn2_c5", 0),
+    ("cnn3_c5", 0),
+    ("cnn4_c2", 0),
+    ("lenet", 0),
+]
+
+
+def _relative_error(x: torch.Tensor, truth: torch.Tensor) -> float:
+    return float((x.reshape(-1) - truth.reshape(-1)).norm() / truth.norm())
+
+
+def _timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def dense_versus_matrix_free(layers, with_numpy: bool) -> None:
+    print("1. layer systems: matrix-free LSMR against dense least squares (times in seconds)")
+    header = (
+        f"{'model':<8} {'layer':>5} {'rows x unknowns':>16} {'LSMR s':>7} {'LSMR err':>9} "
+        f"{'build s':>7} {'gelsy s':>7} {'gelsy err':>9} {'gels s':>7} {'gels err':>9} "
+        f"{'numpy s':>7} {'numpy err':>9} {'gels/LSMR':>9}"
+    )
+    print(header, flush=True)
+    for name, index in layers:
+        probe = probe_layers(fl_leak.build_model(name, seed=0), (3, 32, 32), 1, scaled=True)
+        system, truth = probe.systems[index], probe.inputs[index]
+        (x, _), lsmr_seconds = _timed(solve_layer, system, SolverOptions())
+        matrix, build_seconds = _timed(system.dense)
+        rhs = system.rhs().reshape(-1, 1)
+        gelsy, gelsy_seconds = _timed(torch.linalg.lstsq, matrix, rhs)
+        gels, gels_seconds = _timed(torch.linalg.lstsq, matrix, rhs, driver="gels")
+        gelsy, gels = gelsy.solution, gels.solution
+        numpy_cells = f"{'-':>7} {'-':>9}"
+        if with_numpy:
+            (solution, *_), numpy_seconds = _timed(
+                np.linalg.lstsq, matrix.numpy(), rhs.numpy(), rcond=None
+            )
+            numpy_cells = (
+                f"{numpy_seconds:>7.2f} {_relative_error(torch.from_numpy(solution), truth):>9.1e}"
+            )
+        rows, columns = system.shape
+        print(
+            f"{name:<8} {index:>5} {f'{rows}x{columns}':>16} {lsmr_seconds:>7.2f} "
+            f"{_relative_error(x, truth):>9.1e} {build_seconds:>7.2f} {gelsy_seconds:>7.2f} "
+            f"{_relative_error(gelsy, truth):>9.1e} {gels_seconds:>7.2f} "
+            f"{_relative_error(gels, truth):>9.1e} {numpy_cells} "
+            f"{gels_seconds / lsmr_seconds:>9.1f}",
+            flush=True,
+        )
+
+
+def large_input_system() -> None:
+    """Run in a fresh process so that its peak memory is its own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 12, 4, stride=2, padding=2, bias=False),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(12 * 113 * 113, 10),
+    )
+    image = torch.rand(1, 3, 224, 224)
+    loss = F.cross_entropy(model(image), torch.tensor([3]))
+    gradients = torch.autograd.grad(loss, list(model.parameters()))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    reconstruction = fl_leak.reconstruct(
+        model, gradients, input_shape=(3, 224, 224), attack="linear", threads=None
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    layer = reconstruction.layers[0]
+    print(
+        f"{'unknowns':>9} {'rows':>8} {'iterations':>10} {'seconds':>8} {'PSNR dB':>8} "
+        f"{'peak RSS GiB':>12} {'RSS before GiB':>14}"
+    )
+    print(
+        f"{layer.unknowns:>9} {layer.forward_equations + layer.gradient_equations:>8} "
+        f"{layer.iterations:>10} {reconstruction.seconds:>8.1f} "
+        f"{float(psnr(reconstruction.inputs.float().clamp(0, 1), image)):>8.1f} "
+        f"{peak:>12.2f} {baseline:>14.2f}",
+        flush=True,
+    )
+
+
+def hybrid_on_deficient(images: list[int]) -> None:
+    print("3. hybrid on cnn3_c1 (rank-deficient), batch 1")
+    print(f"{'image':>5} {'linear dB':>9} {'hybrid dB':>9} {'hybrid s':>8}")
+    data = load_dataset("embedded")
+    model = fl_leak.build_model("cnn3_c1", seed=0)
+    scores = []
+    for index in images:
+        x, y = data[index]
+        gradients = torch.autograd.grad(
+            F.cross_entropy(model(x[None]), torch.tensor([y])), list(model.parameters())
+        )
+        linear = fl_leak.reconstruct(model, gradients, attack="linear")
+        hybrid = fl_leak.reconstruct(model, gradients, attack="hybrid")
+        row = [float(psnr(r.inputs.float().clamp(0, 1), x[None])) for r in (linear, hybrid)]
+        scores.append((*row, hybrid.seconds))
+        print(f"{index:>5} {row[0]:>9.1f} {row[1]:>9.1f} {hybrid.seconds:>8.1f}", flush=True)
+    means = np.mean(np.array(scores), axis=0)
+    print(f"{'mean':>5} {means[0]:>9.1f} {means[1]:>9.1f} {means[2]:>8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--skip-numpy", action="store_true", help="skip np.linalg.lstsq (slow)")
+    parser.add_argument("--quick", action="store_true", help="two layers, two images")
+    parser.add_argument("--large-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.large_only:
+        large_input_system()
+        return
+    dense_versus_matrix_free(LAYERS[:2] if args.quick else LAYERS, not args.skip_numpy)
+    print("\n2. 3x224x224 first-layer system (conv 3->12 k4 s2 p2), matrix-free", flush=True)
+    subprocess.run([sys.executable, __file__, "--large-only"], check=True)
+    print()
+    hybrid_on_deficient([0, 100] if args.quick else [0, 50, 100, 150, 200, 250, 300, 350])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Batches larger than one, labels recovered from the gradients, ReLU networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fl_leak
+from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts, round_counts
+from fl_leak.attacks.linear.chain import parse_chain
+from fl_leak.attacks.linear.last_layer import solve_last_layer
+from fl_leak.attacks.linear.walk import last_layer_of
+from fl_leak.metrics import score_batch
+from tests.conftest import true_gradients
+
+
+def _batch(embedded, size: int, seed: int = 0):
+    index = torch.randperm(len(embedded), generator=torch.Generator().manual_seed(seed))[:size]
+    return embedded.images[index].float() / 255, embedded.labels[index]
+
+
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("cnn2_c1", 2),
+        ("cnn2_c1", 4),
+        ("cnn2_c11", 2),
+        pytest.param("cnn2_c11", 4, marks=pytest.mark.slow),
+    ],
+)
+def test_linear_recovers_batches_with_labels_recovered(name, size, embedded):
+    model = fl_leak.build_model(name, seed=0, num_classes=12)
+    images, labels = _batch(embedded, size)
+    reconstruction = fl_leak.reconstruct(
+        model, true_gradients(model, images, labels), batch_size=size, attack="linear"
+    )
+    assert reconstruction.labels_recovered
+    assert torch.equal(reconstruction.labels, torch.sort(labels).values)
+    scores = score_batch(images, reconstruction.inputs.float().clamp(0, 1))
+    assert float(scores.psnr.min()) >= 60, scores.psnr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cnn2_c1", "cnn2_c11"])
+def test_linear_recovers_batches_of_eight(name, embedded):
+    model = fl_leak.build_model(name, seed=0, num_classes=12)
+    images, labels = _batch(embedded, 8, seed=1)
+    reconstruction = fl_leak.reconstruct(
+        model, true_gradients(model, images, labels), batch_size=8, attack="linear"
+    )
+    assert torch.equal(reconstruction.labels, torch.sort(labels).values)
+    assert float(score_batch(images, reconstruction.inputs.clamp(0, 1)).psnr.min()) >= 60
+
+
+def test_last_layer_rows_from_the_row_space_with_labels_given(embedded):
+    model = fl_leak.build_model("lenet", seed=0, num_classes=12).double()
+    images, labels = _batch(embedded, 6)
+    images = images.double()
+    chain = parse_chain(model, true_gradients(model, images, labels), (3, 32, 32))
+    solution = solve_last_layer(last_layer_of(chain), torch.sort(labels).values)
+    features = model[:-2](images).detach()  # the last Linear's inputs
+    distances = torch.cdist(features, solution.inputs) / features.norm(dim=1, keepdim=True)
+    assert solution.rank == 6 and solution.residual < 1e-8
+    assert float(distances.min(dim=1).values.max()) < 1e-8  # every true row is recovered
+
+
+def test_more_samples_than_classes_is_reported_not_hidden(embedded):
+    model = fl_leak.build_model("cnn2_c1", seed=0, num_classes=12)
+    images, labels = _batch(embedded, 14)
+    reconstruction = fl_leak.reconstruct(
+        model,
+        true_gradients(model, images, labels),
+        batch_size=14,
+        attack="linear",
+        max_iterations=50,
+    )
+    last = reconstruction.layers[-1]
+    assert last.deficiency_bound > 0
+    assert any("not determined" in note for note in reconstruction.notes)
+    assert reconstruction.inputs.shape == (14, 3, 32, 32)
+
+
+def test_label_counts_from_bias_gradient():
+    # absent classes carry the mean probability 0.1; class 2 holds two samples, class 5 one
+    g = torch.full((6,), 0.1)
+    g[2] = (3 * 0.1 - 2) / 3
+    g[5] = (3 * 0.1 - 1) / 3
+    assert labels_from_counts(estimate_label_counts(g, 3)).tolist() == [2, 2, 5]
+
+
+def test_round_counts_keeps_present_classes_and_total():
+    counts = round_counts(
+        torch.tensor([0.2, 2.6, 0.0, 1.4]), torch.tensor([True, True, False, False]), 4
+    )
+    assert counts.sum() == 4 and counts[0] >= 1 and counts.tolist() == [1, 2, 0, 1]
+
+
+def test_given_batch_labels_of_the_wrong_count_are_refused(embedded):
+    model = fl_leak.build_model("cnn2_c1", seed=0, num_classes=12)
+    images, labels = _batch(embedded, 2)
+    with pytest.raises(ValueError, match="got 1 labels for batch_size=2"):
+        fl_leak.reconstruct(
+            model,
+            true_gradients(model, images, labels),
+            batch_size=2,
+            labels=labels[:1],
+            attack="linear",
+        )
+
+
+def test_relu_network_full_rank_where_audit_says_so(embedded):
+    model = fl_leak.build_model("cnn2_relu", seed=0, num_classes=12)
+    images, labels = _batch(embedded, 1)
+    assert fl_leak.audit(model, batch_size=1).full_rank
+    reconstruction = fl_leak.reconstruct(
+        model, true_gradients(model, images, labels), attack="linear"
+    )
+    layer = reconstruction.layers[0]
+    assert layer.forward_equations < 12 * 32 * 32  # inactive units give no forward rows
+    assert float(score_batch(images, reconstruction.inputs.clamp(0, 1)).psnr.min()) >= 60
+
+
+def test_relu_lenet_is_deficient_and_hybrid_reports_it(embedded):
+    model = fl_leak.build_model("lenet_relu", seed=0, num_classes=12)
+    images, labels = _batch(embedded, 1)
+    gradients = true_gradients(model, images, labels)
+    linear = fl_leak.reconstruct(model, gradients, attack="linear")
+    hybrid = fl_leak.reconstruct(model, gradients, attack="hybrid", iterations=200)
+    assert any(layer.deficiency_bound > 0 for layer in linear.layers)
+    assert hybrid.layers[0].corrected
+    linear_score = float(score_batch(images, linear.inputs.clamp(0, 1)).psnr.min())
+    hybrid_score = float(score_batch(images, hybrid.inputs.clamp(0, 1)).psnr.min())
+    assert hybrid_score > linear_score
