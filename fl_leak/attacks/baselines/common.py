@@ -210,7 +210,7 @@ def prepare_problem(
     num_classes = check_input_shape(work, input_shape).shape[-1]
     dtype = torch_dtype(options.dtype) if options.dtype is not None else _dtype_of(model)
     work.to(device=options.device, dtype=dtype)
-    parameters = list(work.parameters())
+    parameters: list[Tensor] = list(work.parameters())
     for parameter in parameters:
         parameter.requires_grad_(True)
     observed = [g.detach().to(device=options.device, dtype=dtype) for g in gradients]

@@ -68,10 +68,8 @@ def _restart(
 
     def objective() -> Tensor:
         trial = problem.trial_gradients(inputs, label_logits)
-        return sum(
-            ((mine - theirs) ** 2).sum()
-            for mine, theirs in zip(trial, problem.observed, strict=True)
-        )
+        pairs = zip(trial, problem.observed, strict=True)
+        return torch.stack([(mine - theirs).square().sum() for mine, theirs in pairs]).sum()
 
     optimiser = torch.optim.LBFGS(
         variables,

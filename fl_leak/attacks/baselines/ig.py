@@ -3,7 +3,9 @@
 Minimises ``1 - cos(grad(x), G) + tv_weight * TV(x)``, the cosine taken between all parameter
 gradients at once (flattened and concatenated), by Adam on the signed gradient of the objective,
 with the step size divided by 10 at 3/8, 5/8 and 7/8 of the iterations, the inputs projected into
-their range after every step, and several random restarts of which the lowest objective wins.
+their range after every step, and ``restarts`` random starts of which the lowest objective wins.
+With the early stop on (``patience``), a stalled objective moves the schedule to its next step
+size at once; a stall at the smallest one ends the restart.
 """
 
 from __future__ import annotations
@@ -98,11 +100,11 @@ def _restart(
 
     def step() -> float:
         value = objective()
-        grads = torch.autograd.grad(value, variables)
+        grads = list(torch.autograd.grad(value, variables))
+        if options.signed:
+            grads[0] = grads[0].sign()
         for variable, grad in zip(variables, grads, strict=True):
             variable.grad = grad
-        if options.signed:
-            inputs.grad.sign_()
         optimiser.step()
         schedule.step()
         project(inputs, options.input_range)
