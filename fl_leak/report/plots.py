@@ -25,7 +25,7 @@ PANEL = (5.5, 4.2)  # inches per panel
 
 def _label(key: tuple[object, ...], columns: Sequence[str], varying: set[str]) -> str:
     return " ".join(
-        str(value) for value, column in zip(key, columns, strict=True) if column in varying
+        f"{column}={value}" for value, column in zip(key, columns, strict=True) if column in varying
     )
 
 
@@ -113,6 +113,8 @@ def local_steps_figure(table: pd.DataFrame) -> Figure:
     _lines(error, table, "local_steps", "gradient_relative_error", series)
     error.set_ylabel("relative error of the gradient estimate")
     error.set_yscale("log")
+    for ax in (psnr, error):
+        ax.set_xscale("log")
     return figure
 
 
