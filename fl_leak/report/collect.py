@@ -9,6 +9,7 @@ exact (an infinite PSNR); such records count in ``ok`` but not in the PSNR colum
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -111,6 +112,9 @@ def rank_correlations(table: pd.DataFrame) -> pd.DataFrame:
     means = model_means(table).dropna(subset=["psnr", "audit_index"])
     for (attack, batch_size), group in means.groupby(["attack", "batch_size"], sort=True):
         if len(group) < 3:
+            continue
+        if group["audit_index"].nunique() < 2 or group["psnr"].nunique() < 2:
+            rows.append([attack, batch_size, len(group), math.nan, math.nan])
             continue
         result = spearmanr(group["audit_index"], group["psnr"])
         rows.append([attack, batch_size, len(group), float(result.statistic), float(result.pvalue)])
