@@ -15,7 +15,7 @@ from fl_leak.report.jobs import Job
 TILE = (5.0, 3.2)  # inches per job
 COLUMNS = 3
 MAX_TILES = 36
-DPI = 110
+DPI = 72
 
 
 def last_grid(job: Job) -> Path | None:
