@@ -193,3 +193,14 @@ def test_a_single_run_directory_is_one_job(tmp_path: Path) -> None:
 
     assert [job.name for job in report.jobs] == ["."]
     assert len(report.summary) == 1 and math.isclose(report.summary["psnr_mean"][0], 40.0)
+
+
+def test_the_rank_correlation_is_undefined_where_the_index_is_constant(tmp_path: Path) -> None:
+    for number, model in enumerate(("a", "b", "c")):
+        records = [record(round=1, model=model, batch_size=1, psnr=100.0 + number)]
+        write_job(tmp_path, str(number), [f"model={model}"], records)
+
+    report = build_report(tmp_path, tmp_path / "report")
+
+    row = report.correlations.iloc[0]
+    assert row["models"] == 3 and math.isnan(row["rho"]) and math.isnan(row["p"])
