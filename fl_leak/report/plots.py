@@ -88,16 +88,17 @@ def audit_index_figure(table: pd.DataFrame) -> Figure | None:
         if (attack, batch_size) in correlations.index:
             label += f": Spearman rho {correlations.loc[(attack, batch_size), 'rho']:.2f}"
         ax.scatter(group["audit_index"], group["psnr"], label=label)
-        for row in group.itertuples():
-            ax.annotate(
-                str(row.model),
-                (row.audit_index, row.psnr),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("audit index (symlog; 0: every layer uniquely solvable)")
+    highest = means.groupby("model")[["audit_index", "psnr"]].max()  # one name per model
+    for model, row in highest.iterrows():
+        ax.annotate(
+            str(model),
+            (row["audit_index"], row["psnr"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+            rotation=30,
+        )
+    ax.set_xlabel("audit index (0: every layer uniquely solvable)")
     ax.set_ylabel("mean PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
