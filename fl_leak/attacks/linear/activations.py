@@ -18,6 +18,8 @@ from torch import Tensor, nn
 # Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
 # unbounded there, so such rows carry no usable forward constraint.
 EDGE = 1e-12
+# Relative size below which a reconstructed ReLU output is taken as an inactive unit.
+ZERO = 1e-6
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,22 @@ class LeakyReLU(Activation):
     def forward(self, z: Tensor) -> Tensor:
         return F.leaky_relu(z, self.slope)
 
+    def _active(self, y: Tensor) -> Tensor:
+        """Units above zero; for ReLU, outputs within ``ZERO`` of the largest count as zero (a
+        reconstructed inactive unit comes back as rounding noise around 0, not as 0)."""
+        if self.slope != 0:
+            return y > 0
+        return y > ZERO * y.detach().abs().amax().clamp_min(torch.finfo(y.dtype).tiny)
+
     def inverse(self, y: Tensor) -> Inversion:
-        positive = y > 0
+        positive = self._active(y)
         if self.slope == 0:
             return Inversion(torch.where(positive, y, torch.zeros_like(y)), positive, 0)
         z = torch.where(positive, y, y / self.slope)
         return Inversion(z, torch.ones_like(positive), 0)
 
     def derivative(self, y: Tensor) -> Tensor:
-        return torch.where(y > 0, torch.ones_like(y), torch.full_like(y, self.slope))
+        return torch.where(self._active(y), torch.ones_like(y), torch.full_like(y, self.slope))
 
 
 class Softplus(Activation):
