@@ -211,6 +211,7 @@ def test_dtype_and_device(embedded):
         ("ig", {"restarts": 1.5}, "restarts must be a positive integer"),
         ("ig", {"label_strategy": "oracle"}, "label_strategy must be one of"),
         ("ig", {"input_range": (1, 0)}, "input_range must be"),
+        ("ig", {"input_range": (0, 0.5, 1)}, "input_range must be"),
         ("ig", {"patience": 0}, "patience must be a positive integer or None"),
         ("ig", {"dtype": "float16"}, "dtype must be one of"),
         ("ig", {"callback": 3}, "callback must be callable"),

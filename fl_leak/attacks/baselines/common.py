@@ -113,12 +113,12 @@ class MatchingOptions:
             raise FlLeakError(
                 f"label_strategy must be one of {LABEL_STRATEGIES}, got {self.label_strategy!r}"
             )
-        if self.input_range is not None:
-            low, high = self.input_range
-            if not low < high:
-                raise FlLeakError(
-                    f"input_range must be (low, high) with low < high, got {low, high}"
-                )
+        if self.input_range is not None and not (
+            len(self.input_range) == 2 and self.input_range[0] < self.input_range[1]
+        ):
+            raise FlLeakError(
+                f"input_range must be (low, high) with low < high, got {self.input_range!r}"
+            )
         check_non_negative("tolerance", self.tolerance)
         if self.callback is not None and not callable(self.callback):
             raise FlLeakError(f"callback must be callable, got {self.callback!r}")
