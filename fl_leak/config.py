@@ -78,9 +78,14 @@ class AttackConfig:
 
 @dataclass
 class DefenseConfig:
-    """Defense applied to the updates; ``none`` sends them as they are."""
+    """Defense (``fl_leak.defenses.list_defenses()``) and its strength options.
+
+    ``none`` sends the updates as they are; each ``conf/defense/<name>.yaml`` documents its
+    options, checked by name before a run starts.
+    """
 
     name: str = "none"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -20,7 +20,12 @@ from torch import Tensor
 
 def round_counts(raw: Tensor, present: Tensor, batch_size: int) -> Tensor:
     """Round non-negative real counts to integers summing to ``batch_size`` (largest remainder),
-    keeping at least one sample of every class flagged ``present``."""
+    keeping at least one sample of every class flagged ``present`` (of the ``batch_size`` with
+    the largest counts when more are flagged, as noise on the gradient can make them)."""
+    if int(present.sum()) > batch_size:
+        kept = torch.zeros_like(present)
+        kept[torch.topk(torch.where(present, raw, -torch.inf), batch_size).indices] = True
+        present = kept
     counts = torch.floor(raw).long()
     counts[present] = counts[present].clamp_min(1)
     while counts.sum() < batch_size:

@@ -7,24 +7,28 @@ the batch the attack targets (the ``oracle`` record, see :mod:`fl_leak.fl.oracle
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import Tensor
 
 from fl_leak.config import RunConfig
 from fl_leak.data import ImageDataset
+from fl_leak.defenses import LocalPool, build_defense
 from fl_leak.fl.identity import identity_reply
-from fl_leak.fl.local_data import load_split, partitions, round_plan
+from fl_leak.fl.local_data import load_split, partitions, round_plan, round_seed
 from fl_leak.fl.oracle import ORACLE_KEY, oracle_record
 from fl_leak.fl.task import (
     ARRAYS_KEY,
     METRICS_KEY,
     NUM_EXAMPLES,
+    arrays_of,
     evaluate,
     model_with,
     samples,
     sgd_steps,
-    to_arrays,
 )
 
 SettingsSource = Callable[[Context], RunConfig]
@@ -44,40 +48,103 @@ def partition_of(context: Context, settings: RunConfig) -> int:
     return int(context.node_config["partition-id"])
 
 
-def train_reply(message: Message, settings: RunConfig, partition_id: int) -> Message:
-    """Train on this round's local batches, from the weights in ``message``; build the reply."""
-    server_round = int(message.content["config"]["server-round"])
+STEPS_STATE = "local-steps"
+
+
+def local_pool(
+    settings: RunConfig, dataset: ImageDataset, partition_id: int, server_round: int
+) -> LocalPool:
+    """The client's partition in [0, 1], with a generator for its defense's randomness."""
+    indices = torch.from_numpy(partitions(settings)[partition_id])
+    images, labels = samples(dataset, indices, settings.dtype.torch)
+    # a stream of its own: the round's batches use round_seed(...) itself
+    seed = round_seed(settings.seed + 1, server_round, partition_id)
+    generator = torch.Generator().manual_seed(seed)
+    return LocalPool(images, labels, dataset.info.num_classes, generator)
+
+
+def _steps_before(context: Context) -> int:
+    """Local steps this client took in earlier rounds (kept in the node's state)."""
+    if STEPS_STATE not in context.state:
+        return 0
+    return int(context.state.metric_records[STEPS_STATE]["steps"])
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """A client's work in one round: the weights it replies with, its metrics (sample count,
+    training loss, the defense's own), and the batch the attack targets (for scoring only)."""
+
+    weights: dict[str, Tensor]
+    metrics: dict[str, float]
+    target: tuple[Tensor, Tensor]
+
+
+def local_update(
+    settings: RunConfig,
+    partition_id: int,
+    server_round: int,
+    sent: ArrayRecord,
+    context: Context,
+) -> LocalUpdate:
+    """Train on this round's local batches, from the weights ``sent``, under the run's defense.
+
+    Every server-side path (the Message API's, SecAgg+'s legacy one) trains its clients here.
+    """
     fault = settings.fl.fault
     if partition_id in fault.clients and (not fault.rounds or server_round in fault.rounds):
         raise InjectedFaultError(
             f"injected failure of client {partition_id} in round {server_round}"
         )
+    defense = build_defense(settings.defense.name, settings.defense.options)
     dataset = load_split(settings.data, train=True)
     dtype = settings.dtype.torch
-    model = model_with(settings, dataset.info, message.content[ARRAYS_KEY])
+    model = model_with(settings, dataset.info, sent)
     plan = round_plan(settings, partition_id, server_round)
-    losses = sgd_steps(
-        model, (samples(dataset, batch, dtype) for batch in plan.steps), settings.fl.lr
+    pool = local_pool(settings, dataset, partition_id, server_round)
+    batches = defense.local_batches([samples(dataset, batch, dtype) for batch in plan.steps], pool)
+    steps_before = _steps_before(context)
+    outcome = defense.local_training(model, batches, settings.fl.lr, sgd_steps, pool, steps_before)
+    context.state[STEPS_STATE] = MetricRecord({"steps": steps_before + len(batches)})
+    replied = defense.protect_update(sent.to_torch_state_dict(), model.state_dict(), pool.generator)
+    metrics = {NUM_EXAMPLES: len(plan.samples), "train-loss": outcome.losses[0], **outcome.metrics}
+    return LocalUpdate(replied, metrics, samples(dataset, plan.target, dtype))
+
+
+def train_reply(
+    message: Message, settings: RunConfig, partition_id: int, context: Context
+) -> Message:
+    """Train on this round's local batches, from the weights in ``message``, under the run's
+    defense; build the reply."""
+    server_round = int(message.content["config"]["server-round"])
+    update = local_update(
+        settings, partition_id, server_round, message.content[ARRAYS_KEY], context
     )
-    metrics = MetricRecord({NUM_EXAMPLES: len(plan.samples), "train-loss": losses[0]})
     content = RecordDict(
         {
-            ARRAYS_KEY: to_arrays(model),
-            METRICS_KEY: metrics,
-            ORACLE_KEY: oracle_record(*samples(dataset, plan.target, dtype)),
+            ARRAYS_KEY: arrays_of(update.weights),
+            METRICS_KEY: MetricRecord(update.metrics),
+            ORACLE_KEY: oracle_record(*update.target),
         }
     )
     return Message(content=content, reply_to=message)
 
 
-def evaluate_reply(message: Message, settings: RunConfig, partition_id: int) -> Message:
-    """Accuracy and loss of the global model on this client's partition."""
+def local_evaluation(
+    settings: RunConfig, partition_id: int, arrays: ArrayRecord
+) -> tuple[float, float, int]:
+    """Accuracy, loss and sample count of the weights ``arrays`` on this client's partition."""
     dataset = load_split(settings.data, train=True)
     indices = partitions(settings)[partition_id]
     local = ImageDataset(dataset.images[indices], dataset.labels[indices], dataset.info)
-    model = model_with(settings, dataset.info, message.content[ARRAYS_KEY])
-    accuracy, loss = evaluate(model, local)
-    metrics = MetricRecord({NUM_EXAMPLES: len(local), "accuracy": accuracy, "loss": loss})
+    accuracy, loss = evaluate(model_with(settings, dataset.info, arrays), local)
+    return accuracy, loss, len(local)
+
+
+def evaluate_reply(message: Message, settings: RunConfig, partition_id: int) -> Message:
+    """Accuracy and loss of the global model on this client's partition."""
+    accuracy, loss, count = local_evaluation(settings, partition_id, message.content[ARRAYS_KEY])
+    metrics = MetricRecord({NUM_EXAMPLES: count, "accuracy": accuracy, "loss": loss})
     return Message(content=RecordDict({METRICS_KEY: metrics}), reply_to=message)
 
 
@@ -88,7 +155,7 @@ def make_client_app(settings_of: SettingsSource) -> ClientApp:
     @app.train()
     def train(message: Message, context: Context) -> Message:
         settings = settings_of(context)
-        return train_reply(message, settings, partition_of(context, settings))
+        return train_reply(message, settings, partition_of(context, settings), context)
 
     @app.evaluate()
     def evaluate_handler(message: Message, context: Context) -> Message:

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import TypeVar
 
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from torch import Tensor, nn
 
 import fl_leak
@@ -23,6 +23,7 @@ from fl_leak.attacks import Reconstruction, reconstruct
 from fl_leak.attacks.linear.solver import torch_threads
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
+from fl_leak.defenses import EPSILON_METRIC
 from fl_leak.errors import FlLeakError
 from fl_leak.fl.gradients import gradient_estimate, relative_error
 from fl_leak.fl.local_data import step_count
@@ -56,6 +57,11 @@ def _single(records: Mapping[str, T], kind: str) -> T:
     return next(iter(records.values()))
 
 
+def reply_metrics(reply: RecordDict) -> MetricRecord:
+    """The reply's one MetricRecord (sample count, training loss, a defense's metrics)."""
+    return _single(reply.metric_records, "MetricRecord")
+
+
 def server_view(
     settings: RunConfig, info: DatasetInfo, sent: ArrayRecord, reply: RecordDict
 ) -> ServerView:
@@ -65,7 +71,7 @@ def server_view(
     MetricRecord, nothing else.
     """
     returned = _single(reply.array_records, "ArrayRecord")
-    num_examples = int(_single(reply.metric_records, "MetricRecord")[NUM_EXAMPLES])
+    num_examples = int(reply_metrics(reply)[NUM_EXAMPLES])
     model = model_with(settings, info, sent)
     steps = step_count(settings.fl, num_examples)
     gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
@@ -167,6 +173,8 @@ class UpdateAttacker:
                 raise ValueError("the reply carries no oracle record to score against")
             view = server_view(self.settings, self.info, sent, reply)
             record.steps = view.steps
+            epsilon = reply_metrics(reply).get(EPSILON_METRIC)
+            record.epsilon = None if epsilon is None else float(epsilon)
             record.gradient_relative_error = relative_error(
                 view.gradients, first_step_gradient(view, oracle)
             )

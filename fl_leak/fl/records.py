@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from fl_leak.config import RunConfig, as_plain_dict
+from fl_leak.defenses import build_defense
 from fl_leak.report import save_image_grid
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ class LeakRecord:
     ``status`` is ``ok`` or ``error``; ``stage`` says what failed (``client``: the client raised;
     ``attack``: the gradient estimate, the attack or its scoring raised) and ``error`` how.
     ``seconds`` is the attack's time; ``steps`` the local steps the gradient estimate divided by;
-    ``gradient_relative_error`` compares that estimate with the true gradient of the first step.
+    ``gradient_relative_error`` compares that estimate with the true gradient of the first step;
+    ``epsilon`` is the DP-SGD accountant's epsilon the client reported (``defense=dp_sgd``), and
+    ``defense_options`` the defense's strength (``key=value,...``).
     The remaining fields repeat the run's settings, so records from many runs form one table.
     """
 
@@ -45,6 +48,7 @@ class LeakRecord:
     data: str
     batch_size: int
     defense: str
+    defense_options: str
     num_clients: int
     rounds: int
     local_steps: int
@@ -68,6 +72,7 @@ class LeakRecord:
     seconds: float | None = None
     steps: int | None = None
     gradient_relative_error: float | None = None
+    epsilon: float | None = None
 
     @classmethod
     def of_run(
@@ -75,6 +80,7 @@ class LeakRecord:
     ) -> LeakRecord:
         """A record of ``settings`` for one client and round, outcome fields still empty."""
         fl = settings.fl
+        defense = build_defense(settings.defense.name, settings.defense.options)
         return cls(
             round=server_round,
             client=client,
@@ -83,6 +89,7 @@ class LeakRecord:
             data=settings.data.name,
             batch_size=fl.batch_size,
             defense=settings.defense.name,
+            defense_options=defense.describe(),
             num_clients=fl.num_clients,
             rounds=fl.rounds,
             local_steps=fl.local_steps,

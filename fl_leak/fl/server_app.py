@@ -8,11 +8,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fl_leak.config import RunConfig
+from fl_leak.config import FlConfig, RunConfig
 from fl_leak.data import DatasetInfo
+from fl_leak.defenses import build_defense
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.records import ResultSink
@@ -21,6 +23,11 @@ from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
 
 RunSource = Callable[[Context], tuple[RunConfig, Path]]
 AttackerFactory = Callable[[RunConfig, DatasetInfo, ResultSink], UpdateAttacker]
+
+
+def sampled_clients(fl: FlConfig) -> int:
+    """How many clients FedAvg samples per round (``fraction_train`` of them, at least one)."""
+    return max(int(fl.num_clients * fl.fraction_train), 1)
 
 
 def serve(
@@ -38,12 +45,13 @@ def serve(
     subclass that also saves the updates, see :mod:`fl_leak.fl.capture`).
     """
     random.seed(settings.seed)  # Flower samples nodes with Python's random
+    np.random.seed(settings.seed)  # Flower's DP wrappers draw their noise from NumPy's
     info = load_split(settings.data, train=True).info
     test_split = load_split(settings.data, train=False)
     sink = ResultSink(output_dir, settings, info.class_names)
     attacker = attacker_factory(settings, info, sink)
     fl = settings.fl
-    strategy = MaliciousFedAvg(
+    malicious = MaliciousFedAvg(
         attacker,
         fraction_train=fl.fraction_train,
         fraction_evaluate=fl.fraction_evaluate,
@@ -51,6 +59,8 @@ def serve(
         min_evaluate_nodes=1,
         min_available_nodes=fl.num_clients,
     )
+    defense = build_defense(settings.defense.name, settings.defense.options)
+    strategy = defense.wrap_strategy(malicious, sampled_clients(fl))
 
     def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         accuracy, loss = evaluate(model_with(settings, info, arrays), test_split)

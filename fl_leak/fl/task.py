@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,12 @@ def model_with(settings: RunConfig, info: DatasetInfo, arrays: ArrayRecord) -> n
 
 def to_arrays(model: nn.Module) -> ArrayRecord:
     """The model's weights as an ``ArrayRecord`` (copies, in the model's dtype)."""
-    return ArrayRecord({name: value.detach().clone() for name, value in model.state_dict().items()})
+    return arrays_of(model.state_dict())
+
+
+def arrays_of(state: Mapping[str, Tensor]) -> ArrayRecord:
+    """Named tensors as an ``ArrayRecord`` (copies)."""
+    return ArrayRecord({name: value.detach().clone() for name, value in state.items()})
 
 
 def samples(dataset: ImageDataset, indices: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -47,7 +52,10 @@ def mean_loss(model: nn.Module, inputs: Tensor, labels: Tensor) -> Tensor:
 
 
 def sgd_steps(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], lr: float) -> list[float]:
-    """One plain SGD step (no momentum, no weight decay) per batch; returns each step's loss."""
+    """One plain SGD step (no momentum, no weight decay) per batch; returns each step's loss.
+
+    Labels are class indices, or class probabilities (input-mixing defenses).
+    """
     losses = []
     for inputs, labels in batches:
         loss = mean_loss(model, inputs, labels)

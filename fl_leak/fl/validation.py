@@ -7,12 +7,11 @@ import torch
 from fl_leak.attacks import list_attacks
 from fl_leak.config import Partition, RunConfig
 from fl_leak.data import list_datasets
+from fl_leak.defenses import build_defense, list_defenses
 from fl_leak.errors import FlLeakError
 from fl_leak.fl.local_data import load_split, partitions
 from fl_leak.fl.task import initial_model
 from fl_leak.models import list_models
-
-DEFENSES = ("none",)
 
 
 class ConfigError(FlLeakError):
@@ -52,13 +51,21 @@ def _names(settings: RunConfig) -> list[str]:
         "model": (settings.model, list_models()),
         "attack": (settings.attack.name, list_attacks()),
         "data": (settings.data.name, list_datasets()),
-        "defense": (settings.defense.name, list(DEFENSES)),
+        "defense": (settings.defense.name, list_defenses()),
     }
     return [
         f"{key}={value!r} is unknown; known: {', '.join(names)}"
         for key, (value, names) in known.items()
         if value not in names
     ]
+
+
+def _defense(settings: RunConfig) -> list[str]:
+    try:
+        build_defense(settings.defense.name, settings.defense.options)
+    except (TypeError, ValueError) as error:
+        return [f"defense={settings.defense.name!r}: {error}"]
+    return []
 
 
 def _device(settings: RunConfig) -> list[str]:
@@ -103,6 +110,8 @@ def _data(settings: RunConfig) -> list[str]:
 def problems(settings: RunConfig) -> list[str]:
     """Every problem of ``settings``; empty when it can run."""
     found = _ranges(settings) + _names(settings) + _device(settings)
+    if not found:
+        found = _defense(settings)
     if found:
         return found
     return _data(settings)
