@@ -100,3 +100,24 @@ def test_gradients_of_probe_layers_come_from_autograd():
     assert torch.allclose(
         systems[0].operator.gradient(inputs, systems[0].output_gradient), weight_grad
     )
+
+
+def test_probe_at_given_inputs_and_labels():
+    model = build_model("cnn2_c1", seed=0).double()
+    inputs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([4, 7])
+    systems = probe_layers(model, (3, 32, 32), 2, inputs=inputs, labels=labels).systems
+    (weight_grad, *_) = torch.autograd.grad(
+        F.cross_entropy(model(inputs.double()), labels), list(model.parameters())
+    )
+    assert torch.allclose(systems[0].observed_gradient, weight_grad)
+    report = audit(model, batch_size=2, max_dense=0, inputs=inputs, labels=labels)
+    assert report.probe == "data" and "data probe" in report.table()
+
+
+def test_probe_inputs_of_the_wrong_shape_are_refused():
+    model = build_model("cnn2_c1", seed=0)
+    with pytest.raises(ValueError, match="probe inputs of shape"):
+        audit(model, batch_size=2, inputs=torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="got 1 probe labels"):
+        audit(model, batch_size=2, inputs=torch.rand(2, 3, 32, 32), labels=torch.tensor([1]))

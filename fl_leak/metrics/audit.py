@@ -1,9 +1,15 @@
 """The security audit: how solvable each layer's system is, and the paper's index.
 
 For every weight layer below the last, the audit builds the stacked system ``[A ; K_D]`` at a
-random input (seeded; the rank of these systems is generic in the data) and reports its size, its
-numerical rank and deficiency, and its condition number. The index of Chen & Campbell weighs
-deficiencies toward the input::
+probe input and reports its size, its numerical rank and deficiency, and its condition number.
+The probe is a seeded uniform random input unless real ``inputs`` are given. For smooth
+activations and leaky ReLU the rank is generic in the data, so the random probe stands for any
+input; a ReLU layer (slope 0) gives forward rows on its active units only, so its rank depends on
+the data's active set, and a random probe (independent pixels, about half the units active) can
+call full rank a network that real, smooth images leave deficient: the report says so in its
+``notes``, and auditing at the data itself (``inputs=``) gives the rank an attack faces.
+
+The index of Chen & Campbell weighs deficiencies toward the input::
 
     index = - sum_i round(def_i * (L - 1 - i) / (L - 1))
 
@@ -31,6 +37,7 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.system import LayerSystem
+from fl_leak.errors import FlLeakError
 
 
 @dataclass
@@ -63,6 +70,8 @@ class AuditReport:
     batch_size: int
     layers: list[AuditLayer] = field(default_factory=list)
     index: int = 0
+    probe: str = "random"  # "random" (seeded uniform input) or "data" (the given inputs)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def full_rank(self) -> bool:
@@ -85,7 +94,8 @@ class AuditReport:
                 f"{layer.padding:>6} {layer.rank:>7} {layer.deficiency:>10} {condition:>10} "
                 f"{layer.method:>6}"
             )
-        rows.append(f"index (batch size {self.batch_size}): {self.index}")
+        rows.append(f"index (batch size {self.batch_size}, {self.probe} probe): {self.index}")
+        rows += [f"note: {note}" for note in self.notes]
         return "\n".join(rows)
 
 
@@ -135,21 +145,38 @@ def probe_layers(
     batch_size: int = 1,
     seed: int = 0,
     scaled: bool = False,
+    inputs: Tensor | None = None,
+    labels: Tensor | None = None,
 ) -> LayerProbe:
-    """Every layer's system (below the last) at a seeded random input and random labels.
+    """Every layer's system (below the last) at a probe input and labels.
 
-    Inputs are uniform in [0, 1]; labels are distinct while ``batch_size`` allows. Gradients and
-    per-layer output gradients come from autograd on the model's own float64 copy.
+    Without ``inputs`` the probe is a seeded random input, uniform in [0, 1]; given ``inputs``
+    (``(batch_size, *input_shape)``) the systems are those of that data. Labels not given are
+    random, distinct while ``batch_size`` allows. Gradients and per-layer output gradients come
+    from autograd on the model's own float64 copy.
     """
     probe = parse_chain(model, [torch.zeros_like(p) for p in model.parameters()], input_shape)
     generator = torch.Generator().manual_seed(seed)
     classes = probe.last.operator.out_channels
-    inputs = torch.rand(batch_size, *input_shape, generator=generator, dtype=torch.float64)
-    labels = (
-        torch.randperm(classes, generator=generator)[:batch_size]
-        if batch_size <= classes
-        else torch.randint(classes, (batch_size,), generator=generator)
-    )
+    if inputs is None:
+        inputs = torch.rand(batch_size, *input_shape, generator=generator, dtype=torch.float64)
+    else:
+        inputs = torch.as_tensor(inputs).detach().to(dtype=torch.float64, device="cpu")
+        if tuple(inputs.shape) != (batch_size, *input_shape):
+            raise FlLeakError(
+                f"probe inputs of shape {tuple(inputs.shape)}, expected "
+                f"{(batch_size, *tuple(input_shape))}"
+            )
+    if labels is None:
+        labels = (
+            torch.randperm(classes, generator=generator)[:batch_size]
+            if batch_size <= classes
+            else torch.randint(classes, (batch_size,), generator=generator)
+        )
+    else:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+        if labels.numel() != batch_size:
+            raise FlLeakError(f"got {labels.numel()} probe labels for batch_size={batch_size}")
     reference = probe.module
     loss = F.cross_entropy(reference(inputs), labels)
     gradients = torch.autograd.grad(loss, list(reference.parameters()))
@@ -186,6 +213,8 @@ def audit(
     batch_size: int = 1,
     seed: int = 0,
     max_dense: int = 6000,
+    inputs: Tensor | None = None,
+    labels: Tensor | None = None,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -201,10 +230,17 @@ def audit(
         Seed of the random input at which the systems are built.
     max_dense
         Largest ``min(rows, unknowns)`` for which the rank is computed exactly by SVD.
+    inputs, labels
+        Real data to probe at (``(batch_size, *input_shape)``, and its labels; random labels when
+        not given) instead of the seeded random input. The rank of a ReLU layer depends on which
+        units the data leaves active, so for ReLU networks only a probe at the data itself tells
+        whether that data is recoverable.
     """
-    probe = probe_layers(model, input_shape, batch_size, seed)
+    probe = probe_layers(model, input_shape, batch_size, seed, inputs=inputs, labels=labels)
     blocks, systems = probe.blocks, probe.systems
-    report = AuditReport(tuple(input_shape), batch_size)
+    report = AuditReport(
+        tuple(input_shape), batch_size, probe="random" if inputs is None else "data"
+    )
     for block, system in zip(blocks, systems, strict=False):
         start = time.perf_counter()
         if min(system.shape) <= max_dense:
@@ -231,4 +267,20 @@ def audit(
             )
         )
     report.index = security_index([layer.deficiency for layer in report.layers])
+    relu = [
+        f"{layer.index} ({layer.forward_equations} of {system.num_forward_rows} units active)"
+        for layer, system in zip(report.layers, systems, strict=True)
+        if layer.activation == "relu"
+    ]
+    if relu and inputs is None:
+        report.notes.append(
+            "ReLU layers " + ", ".join(relu) + ": forward rows exist on active units only, so "
+            "the rank depends on the data; this random probe (independent uniform pixels) can "
+            "activate more units than real images do; audit the data itself (inputs=...) before "
+            "relying on full rank"
+        )
+    elif relu:
+        report.notes.append(
+            "ReLU layers " + ", ".join(relu) + ": rank at the given inputs' active set"
+        )
     return report

@@ -93,5 +93,5 @@ def linear_attack(
         attack="linear",
         seconds=time.perf_counter() - start,
         labels_recovered=recovered,
-        notes=list(result.last.notes),
+        notes=[*result.last.notes, *result.notes],
     )

@@ -49,7 +49,7 @@ def hybrid_attack(
     inputs = result.inputs[0]
     exact = [layer.deficiency_bound == 0 and layer.clipped == 0 for layer in result.layers[:-1]]
     last_exact = result.layers[-1].deficiency_bound == 0
-    notes = list(result.last.notes)
+    notes = [*result.last.notes, *result.notes]
     wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
     if wanted and result.systems:
         anchor = _anchor(exact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -27,6 +27,7 @@ class WalkResult:
     systems: list[LayerSystem]
     layers: list[LayerDiagnostics]
     last: LastLayerSolution
+    notes: list[str] = field(default_factory=list)  # layers below the last left undetermined
 
 
 def last_layer_of(chain: Chain) -> LastLayer:
@@ -63,6 +64,27 @@ def _last_layer_diagnostics(
     )
 
 
+def deficiency_note(system: LayerSystem, diagnostics: LayerDiagnostics) -> str | None:
+    """A note for a layer whose system leaves unknowns undetermined, or None.
+
+    For a ReLU layer the forward rows are those of the units active in the reconstructed output
+    above, so the deficiency is that of this data's active set (a random probe of the audit may
+    activate more units and call the same layer full rank).
+    """
+    if diagnostics.deficiency_bound <= 0:
+        return None
+    note = (
+        f"layer {diagnostics.index} ({diagnostics.kind}, {diagnostics.activation}): at least "
+        f"{diagnostics.deficiency_bound} of {diagnostics.unknowns} unknowns not determined"
+    )
+    if diagnostics.activation == "relu":
+        note += (
+            f" at the reconstructed active set ({system.forward_equations} of "
+            f"{system.num_forward_rows} units active)"
+        )
+    return note + "; minimum-norm least-squares solution"
+
+
 def walk(
     chain: Chain,
     labels: Tensor,
@@ -81,7 +103,7 @@ def walk(
     x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
     d_above = solution.output_gradients
     block_above = last
-    inputs, systems = [x_above], []
+    inputs, systems, notes = [x_above], [], []
     layers = [_last_layer_diagnostics(last, solution, time.perf_counter() - start, batch)]
     for block in reversed(chain.blocks[:-1]):
         start = time.perf_counter()
@@ -120,8 +142,12 @@ def walk(
         inputs.append(x)
         systems.append(system)
         layers.append(diagnostics)
+        note = deficiency_note(system, diagnostics)
+        if note is not None:
+            notes.append(note)
         x_above, d_above, block_above = x, d, block
     inputs.reverse()
     systems.reverse()
     layers.reverse()
-    return WalkResult(inputs, systems, layers, solution)
+    notes.reverse()
+    return WalkResult(inputs, systems, layers, solution, notes)
