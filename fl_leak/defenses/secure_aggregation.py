@@ -23,8 +23,11 @@ class SecAgg(Defense):
     reconstruction_threshold: int = 2
 
     def __post_init__(self) -> None:
-        if self.num_shares < 2:
-            raise ValueError(f"num_shares={self.num_shares} must be at least 2")
+        if self.num_shares < 3:
+            raise ValueError(
+                f"num_shares={self.num_shares} must be at least 3 (Flower's SecAgg+: a client and "
+                "a neighbour on each side; capped to the number of clients)"
+            )
         if not 2 <= self.reconstruction_threshold <= self.num_shares:
             raise ValueError(
                 f"reconstruction_threshold={self.reconstruction_threshold} must be in "

@@ -86,13 +86,17 @@ def capture_key(settings: RunConfig) -> str:
 
 @dataclass(frozen=True)
 class CapturedUpdate:
-    """One reply of a capture: an update (``file`` names its tensors) or a client's error."""
+    """One reply of a capture: an update (``file`` names its tensors) or a client's error.
+
+    ``aggregated_clients``: the update is the aggregate of that many clients (secure aggregation).
+    """
 
     round: int
     client: int | None
     file: str | None = None
     metrics: dict[str, dict[str, Any]] | None = None
     error: str | None = None
+    aggregated_clients: int | None = None
 
 
 class CaptureWriter:
@@ -113,6 +117,7 @@ class CaptureWriter:
         sent: ArrayRecord,
         reply: RecordDict,
         oracle: Oracle | None,
+        aggregated_clients: int | None = None,
     ) -> None:
         """Save the round's sent weights (once), the reply's arrays and metrics, and the oracle."""
         if server_round not in self._rounds_sent:
@@ -126,7 +131,11 @@ class CaptureWriter:
             truth = {"inputs": oracle.inputs.contiguous(), "labels": oracle.labels.contiguous()}
             save_file(truth, _path(self.directory, "oracle", name))
         metrics = {key: dict(record) for key, record in reply.metric_records.items()}
-        self.updates.append(CapturedUpdate(server_round, client, name, metrics))
+        self.updates.append(
+            CapturedUpdate(
+                server_round, client, name, metrics, aggregated_clients=aggregated_clients
+            )
+        )
 
     def add_failure(self, server_round: int, client: int | None, reason: str) -> None:
         """Note a client that raised instead of replying."""
@@ -171,10 +180,11 @@ class CapturingAttacker(UpdateAttacker):
         sent: ArrayRecord,
         reply: RecordDict,
         oracle: Oracle | None,
+        aggregated_clients: int | None = None,
     ) -> None:
         """Save, then attack, one update."""
-        self.writer.add_update(server_round, client, sent, reply, oracle)
-        super().attack_update(server_round, client, sent, reply, oracle)
+        self.writer.add_update(server_round, client, sent, reply, oracle, aggregated_clients)
+        super().attack_update(server_round, client, sent, reply, oracle, aggregated_clients)
 
 
 def _path(directory: Path, part: str, name: str) -> Path:
@@ -257,6 +267,7 @@ def replay(
                 sent=sent,
                 reply=source.reply(update),
                 oracle=source.oracle(update),
+                aggregated_clients=update.aggregated_clients,
             )
         entry = rounds.get(server_round, {})
         timings = {

@@ -63,19 +63,25 @@ def reply_metrics(reply: RecordDict) -> MetricRecord:
 
 
 def server_view(
-    settings: RunConfig, info: DatasetInfo, sent: ArrayRecord, reply: RecordDict
+    settings: RunConfig,
+    info: DatasetInfo,
+    sent: ArrayRecord,
+    reply: RecordDict,
+    batch_size: int | None = None,
 ) -> ServerView:
     """The attack's inputs for one update: the server's own knowledge and the reply's records.
 
     Reads the reply's one ArrayRecord (the returned weights) and the sample count of its one
-    MetricRecord, nothing else.
+    MetricRecord, nothing else. ``batch_size`` is the batch the attack reconstructs (default
+    ``fl.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times it).
     """
     returned = _single(reply.array_records, "ArrayRecord")
     num_examples = int(reply_metrics(reply)[NUM_EXAMPLES])
     model = model_with(settings, info, sent)
     steps = step_count(settings.fl, num_examples)
     gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
-    return ServerView(model, gradients, info.input_shape, settings.fl.batch_size, steps)
+    batch = settings.fl.batch_size if batch_size is None else batch_size
+    return ServerView(model, gradients, info.input_shape, batch, steps)
 
 
 def run_attack(settings: RunConfig, view: ServerView) -> Reconstruction:
@@ -147,9 +153,13 @@ class UpdateAttacker:
             return None
         return int(report.index)
 
-    def record(self, server_round: int, client: int | None) -> LeakRecord:
-        """An empty record of this run for one client and round."""
-        return LeakRecord.of_run(self.settings, server_round, client, self.audit_index)
+    def record(
+        self, server_round: int, client: int | None, aggregated_clients: int | None = None
+    ) -> LeakRecord:
+        """An empty record of this run for one client (or an aggregate) and round."""
+        record = LeakRecord.of_run(self.settings, server_round, client, self.audit_index)
+        record.aggregated_clients = aggregated_clients
+        return record
 
     def client_failed(self, server_round: int, client: int | None, reason: str) -> None:
         """Record a client that raised instead of replying."""
@@ -162,16 +172,21 @@ class UpdateAttacker:
         sent: ArrayRecord,
         reply: RecordDict,
         oracle: Oracle | None,
+        aggregated_clients: int | None = None,
     ) -> None:
         """Estimate the gradient, attack it, score against ``oracle`` and record the outcome.
 
-        Any exception on the way is recorded as a failed record; the run goes on.
+        ``aggregated_clients``: the update is the aggregate (the clients' mean) of that many
+        clients' updates (secure aggregation, ``client`` None), attacked as one batch of all their
+        samples; None for one client's own update. Any exception on the way is recorded as a
+        failed record; the run goes on.
         """
-        record = self.record(server_round, client)
+        record = self.record(server_round, client, aggregated_clients)
         try:
             if oracle is None:
                 raise ValueError("the reply carries no oracle record to score against")
-            view = server_view(self.settings, self.info, sent, reply)
+            batch_size = self.settings.fl.batch_size * (aggregated_clients or 1)
+            view = server_view(self.settings, self.info, sent, reply, batch_size)
             record.steps = view.steps
             epsilon = reply_metrics(reply).get(EPSILON_METRIC)
             record.epsilon = None if epsilon is None else float(epsilon)

@@ -37,7 +37,9 @@ class LeakRecord:
     ``seconds`` is the attack's time; ``steps`` the local steps the gradient estimate divided by;
     ``gradient_relative_error`` compares that estimate with the true gradient of the first step;
     ``epsilon`` is the DP-SGD accountant's epsilon the client reported (``defense=dp_sgd``), and
-    ``defense_options`` the defense's strength (``key=value,...``).
+    ``defense_options`` the defense's strength (``key=value,...``); ``aggregated_clients`` is set
+    when the attacked update is the aggregate of that many clients (secure aggregation: ``client``
+    is None and the attacked batch holds ``aggregated_clients * batch_size`` samples).
     The remaining fields repeat the run's settings, so records from many runs form one table.
     """
 
@@ -73,6 +75,7 @@ class LeakRecord:
     steps: int | None = None
     gradient_relative_error: float | None = None
     epsilon: float | None = None
+    aggregated_clients: int | None = None
 
     @classmethod
     def of_run(
@@ -167,7 +170,7 @@ class ResultSink:
             images.originals.extend(shown.originals)
             images.reconstructions.extend(shown.reconstructions)
             images.titles.extend(
-                f"c{record.client} {self.class_names[int(label)]}" for label in shown.labels
+                f"{_source(record)} {self.class_names[int(label)]}" for label in shown.labels
             )
 
     def end_round(self, server_round: int, **timings: float) -> None:
@@ -240,6 +243,11 @@ class ResultSink:
             match=False,
         )
         self.rounds.setdefault(server_round, {})["grid_seconds"] = perf_counter() - start
+
+
+def _source(record: LeakRecord) -> str:
+    """Whose images a grid shows: ``c<client>``, or ``sum`` for an aggregate."""
+    return "sum" if record.client is None else f"c{record.client}"
 
 
 def _db(value: float | None) -> str:

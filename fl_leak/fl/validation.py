@@ -68,6 +68,33 @@ def _defense(settings: RunConfig) -> list[str]:
     return []
 
 
+def _secure_aggregation(settings: RunConfig) -> list[str]:
+    """SecAgg+ needs two clients; its scorer recomputes every client's batch, so all must train."""
+    if not build_defense(settings.defense.name, settings.defense.options).secure_aggregation:
+        return []
+    fl, name = settings.fl, settings.defense.name
+    rules = [
+        (
+            fl.num_clients >= 2,
+            f"defense={name!r} needs fl.num_clients >= 2 (SecAgg+ masks with other clients), "
+            f"got {fl.num_clients}",
+        ),
+        (
+            fl.fraction_train == 1,
+            f"defense={name!r} needs fl.fraction_train=1, got {fl.fraction_train}: the server "
+            "scores the attack on the aggregate against every client's batch, which it "
+            "recomputes from the settings, so every client must train in every round",
+        ),
+        (
+            not fl.fault.clients,
+            f"defense={name!r} does not run with fl.fault.clients={fl.fault.clients}: the server "
+            "scores the attack on the aggregate against every client's batch, so no client may "
+            "drop out",
+        ),
+    ]
+    return [message for ok, message in rules if not ok]
+
+
 def _device(settings: RunConfig) -> list[str]:
     try:
         device = torch.device(settings.device)
@@ -112,6 +139,8 @@ def problems(settings: RunConfig) -> list[str]:
     found = _ranges(settings) + _names(settings) + _device(settings)
     if not found:
         found = _defense(settings)
+    if not found:
+        found = _secure_aggregation(settings)
     if found:
         return found
     return _data(settings)
