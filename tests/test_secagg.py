@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, Context, RecordDict
 from flwr.common import parameters_to_ndarrays
 
 from fl_leak.config import compose
 from fl_leak.defenses import build_defense
-from fl_leak.fl import problems, simulate
+from fl_leak.fl import ConfigError, problems, simulate
+from fl_leak.fl.flwr_apps import server_run
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import round_plan
 from fl_leak.fl.oracle import Oracle
@@ -199,3 +200,15 @@ def test_settings_secagg_cannot_score_are_refused(override, words):
     assert len(found) == 1
     assert words in found[0]
     assert "defense='secagg'" in found[0]
+
+
+def test_flwr_run_refuses_secure_aggregation(tmp_path):
+    context = Context(
+        run_id=1,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config={"model": "cnn2_c1", "fl.num-clients": 2, "defense": "secagg"},
+    )
+    with pytest.raises(ConfigError, match="legacy path"):
+        server_run(context)

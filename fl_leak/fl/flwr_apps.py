@@ -5,6 +5,9 @@ is a Hydra override of ``conf/config.yaml`` with ``-`` read as ``_`` (``fl.num-c
 ``fl.num_clients=10``, ``model = "cnn6d"`` selects the model group), except ``output-dir``, the
 directory of the run's outputs (relative to the ServerApp's working directory; empty:
 ``outputs/flwr/<run id>``). ``fl.num-clients`` must equal the federation's ``num-supernodes``.
+
+These are the Message-API apps: a defense with secure aggregation (``defense=secagg``), which runs
+on Flower's legacy path, is refused here; ``fl-leak`` (:func:`fl_leak.fl.simulate`) runs it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from pathlib import Path
 from flwr.app import Context
 
 from fl_leak.config import RunConfig, compose
+from fl_leak.defenses import build_defense
 from fl_leak.fl.client_app import make_client_app
 from fl_leak.fl.server_app import make_server_app
-from fl_leak.fl.validation import check
+from fl_leak.fl.validation import ConfigError, check
 
 OUTPUT_KEY = "output-dir"
 
@@ -58,6 +62,11 @@ def server_run(context: Context) -> tuple[RunConfig, Path]:
     show_progress()
     settings = run_settings(context)
     check(settings)
+    if build_defense(settings.defense.name, settings.defense.options).secure_aggregation:
+        raise ConfigError(
+            f"defense={settings.defense.name!r} runs on Flower's legacy path (SecAgg+), which "
+            "`flwr run .` does not take here: run it with fl-leak"
+        )
     output = str(context.run_config.get(OUTPUT_KEY, "")) or f"outputs/flwr/{context.run_id}"
     return settings, Path(output).resolve()
 
