@@ -105,7 +105,8 @@ class FlConfig:
     """Federated-learning settings.
 
     ``local_steps`` 1 with ``local_data`` batch is FedSGD; more steps, or ``local_epochs`` > 0
-    (passes over the local data, overriding ``local_steps``), is FedAvg.
+    (passes over the local data, overriding ``local_steps``), is FedAvg. The server attacks the
+    updates of the rounds in ``attack_rounds`` (every round when empty).
     """
 
     num_clients: int = 4
@@ -121,6 +122,7 @@ class FlConfig:
     fraction_evaluate: float = 0.0
     client_cpus: float = 1.0
     round_timeout: float = 600.0
+    attack_rounds: list[int] = field(default_factory=list)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 

@@ -204,3 +204,19 @@ def test_the_rank_correlation_is_undefined_where_the_index_is_constant(tmp_path:
 
     row = report.correlations.iloc[0]
     assert row["models"] == 3 and math.isnan(row["rho"]) and math.isnan(row["p"])
+
+
+def test_defense_sweeps_get_utility_columns_and_a_privacy_utility_plot(tmp_path: Path) -> None:
+    settings = [("none", "", 0.30, 120.0), ("prune", "fraction=0.9", 0.28, 20.0)]
+    for number, (defense, options, accuracy, psnr) in enumerate(settings):
+        records = [record(round=1, defense=defense, defense_options=options, psnr=psnr)]
+        directory = write_job(tmp_path, str(number), [f"defense={defense}"], records)
+        (directory / "summary.json").write_text(json.dumps({"test_accuracy": accuracy}))
+
+    report = build_report(tmp_path, tmp_path / "report")
+
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert summary.set_index("defense")["test_accuracy"].to_dict() == {"none": 0.30, "prune": 0.28}
+    assert summary.set_index("defense")["psnr_mean"].to_dict() == {"none": 120.0, "prune": 20.0}
+    assert "privacy_utility.png" in {path.name for path in report.files}
+    assert imread(tmp_path / "report" / "privacy_utility.png").shape[1] > 500

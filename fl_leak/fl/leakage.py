@@ -153,6 +153,11 @@ class UpdateAttacker:
             return None
         return int(report.index)
 
+    def attacks(self, server_round: int) -> bool:
+        """Whether the server attacks this round's updates (``fl.attack_rounds``)."""
+        rounds = self.settings.fl.attack_rounds
+        return not rounds or server_round in rounds
+
     def record(
         self, server_round: int, client: int | None, aggregated_clients: int | None = None
     ) -> LeakRecord:

@@ -227,7 +227,7 @@ class SecAggFedAvg(FedAvg):
             aggregate = single_aggregate(results)
         except ValueError as error:
             self.attacker.client_failed(server_round, None, str(error))
-        if aggregate is not None:
+        if aggregate is not None and self.attacker.attacks(server_round):
             count = len(results)
             clients = list(range(settings.fl.num_clients))
             oracle = None

@@ -54,7 +54,8 @@ class MaliciousFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Attack every reply, record failures, then aggregate as FedAvg, all in partition order."""
+        """Attack every reply (of the rounds in ``fl.attack_rounds``), record failures, then
+        aggregate as FedAvg, all in partition order."""
         replies = list(replies)
         assert self._grid is not None, "configure_train runs before aggregate_train"
         partitions = self.directory.partitions(
@@ -68,9 +69,12 @@ class MaliciousFedAvg(FedAvg):
             return (partitions.get(node, len(partitions)), node)
 
         replies.sort(key=order)  # arrival order varies; the aggregate's rounding must not
+        attacked = self.attacker.attacks(server_round)
         for reply in replies:
             client = partitions.get(reply.metadata.src_node_id)
             oracle = take_oracle(reply)
+            if not attacked:
+                continue
             if reply.has_error():
                 self.attacker.client_failed(
                     server_round, client, client_error_message(reply.error.reason)

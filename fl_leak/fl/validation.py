@@ -39,6 +39,10 @@ def _ranges(settings: RunConfig) -> list[str]:
         (fl.client_cpus > 0, f"fl.client_cpus={fl.client_cpus} must be positive"),
         (fl.round_timeout > 0, f"fl.round_timeout={fl.round_timeout} must be positive"),
         (
+            all(1 <= server_round <= fl.rounds for server_round in fl.attack_rounds),
+            f"fl.attack_rounds={fl.attack_rounds} must name rounds 1..{fl.rounds}",
+        ),
+        (
             all(0 <= client < fl.num_clients for client in fl.fault.clients),
             f"fl.fault.clients={fl.fault.clients} must name clients 0..{fl.num_clients - 1}",
         ),

@@ -27,16 +27,21 @@ def _override_columns(job: Job, record_keys: set[str]) -> dict[str, object]:
 
 
 def records_table(jobs: Sequence[Job]) -> pd.DataFrame:
-    """One row per record of every job: job columns, override columns, then the record."""
+    """One row per record of every job: job columns, override columns, then the record.
+
+    ``test_accuracy`` is the job's utility: its global model's final test accuracy.
+    """
     rows = []
     for job in jobs:
-        replayed = (job.summary or {}).get("capture", {}).get("replayed")
+        summary = job.summary or {}
+        replayed = summary.get("capture", {}).get("replayed")
         for record in job.records:
             rows.append(
                 {
                     "job": job.name,
                     "overrides": " ".join(job.overrides),
                     "replayed": replayed,
+                    "test_accuracy": summary.get("test_accuracy"),
                     **_override_columns(job, set(record)),
                     **record,
                 }
@@ -73,9 +78,10 @@ def summary_table(table: pd.DataFrame, settings: Sequence[str]) -> pd.DataFrame:
         aggregations[f"{score}_mean"] = (score, "mean")
         aggregations[f"{score}_std"] = (score, "std")
     aggregations["psnr_median"] = ("psnr", "median")
+    aggregations["test_accuracy"] = ("test_accuracy", "mean")
     aggregations["audit_index"] = ("audit_index", "mean")
     frame = table.assign(ok=table["status"] == "ok", errors=table["status"] != "ok").astype(
-        {score: float for score in (*SCORES, "audit_index")}
+        {score: float for score in (*SCORES, "audit_index", "test_accuracy")}
     )
     keys = list(settings) or (lambda _: "all")
     summary = frame.groupby(keys, dropna=False, sort=True).agg(**aggregations)

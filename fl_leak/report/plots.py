@@ -4,7 +4,9 @@
   against batch size, per architecture and attack;
 * ``psnr_vs_audit_index.png``: mean PSNR per architecture against its audit index, per attack,
   with Spearman's rank correlation;
-* ``psnr_vs_local_steps.png``: PSNR and the gradient estimate's relative error against local steps.
+* ``psnr_vs_local_steps.png``: PSNR and the gradient estimate's relative error against local steps;
+* ``privacy_utility.png``: per defense and strength, the attacks' mean PSNR and label accuracy
+  against the global model's test accuracy (the no-defense point included).
 """
 
 from __future__ import annotations
@@ -119,6 +121,42 @@ def local_steps_figure(table: pd.DataFrame) -> Figure:
     return figure
 
 
+def privacy_utility_figure(table: pd.DataFrame) -> Figure:
+    """Mean PSNR and label accuracy against test accuracy, per (defense, strength) and attack."""
+    ok = table[table["status"] == "ok"].astype(
+        {"psnr": float, "label_accuracy": float, "test_accuracy": float}
+    )
+    ok = ok.assign(defense_options=ok.get("defense_options", "").fillna(""))
+    keys = ["attack", "defense", "defense_options"]
+    means = ok.groupby(keys, sort=True)[["psnr", "label_accuracy", "test_accuracy"]].mean()
+    figure, axes = _figure(2)
+    markers = dict(zip(sorted(ok["defense"].unique()), "o^sDvP*Xh<>", strict=False))
+    for ax, score, label in zip(
+        axes, ("psnr", "label_accuracy"), ("mean PSNR (dB)", "label accuracy"), strict=True
+    ):
+        for (attack, defense, options), row in means.iterrows():
+            ax.scatter(
+                row["test_accuracy"],
+                row[score],
+                marker=markers[defense],
+                label=f"{attack}, {defense}",
+            )
+            ax.annotate(
+                str(options).replace("noise_multiplier", "z") or defense,
+                (row["test_accuracy"], row[score]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
+        ax.set_xlabel("global model's test accuracy (utility)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    return figure
+
+
 @dataclass(frozen=True)
 class Plot:
     """A report plot: drawn when column ``axis`` takes two values or more."""
@@ -132,6 +170,7 @@ PLOTS = (
     Plot("psnr_vs_batch_size", "batch_size", batch_size_figure),
     Plot("psnr_vs_audit_index", "model", audit_index_figure),
     Plot("psnr_vs_local_steps", "local_steps", local_steps_figure),
+    Plot("privacy_utility", "defense", privacy_utility_figure),
 )
 
 
