@@ -1,7 +1,9 @@
 """Audit deficiency against measured recovery for batches, labels recovered (not given).
 
 For each network and batch size: the audit's total deficiency (method: exact SVD or structural
-bound), then the linear attack on a batch of embedded images (distinct random images, seeded):
+bound) at the batch attacked (``audit(..., inputs=images, labels=labels)``: a ReLU layer's rank
+depends on the data's active set, which a random probe does not represent), then the linear
+attack on that batch of embedded images (distinct random images, seeded):
 PSNR after Hungarian matching (minimum and mean over the batch), whether the label multiset was
 recovered exactly, and seconds. Where the audit finds a deficiency, hybrid's PSNR is added.
 
@@ -50,11 +52,11 @@ def main() -> None:
     for name in args.models.split(","):
         model = fl_leak.build_model(name, seed=0, num_classes=data.info.num_classes)
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            report = fl_leak.audit(model, batch_size=batch_size)
-            deficiency = sum(layer.deficiency for layer in report.layers)
-            methods = {layer.method for layer in report.layers}
             index = torch.randperm(len(data), generator=generator)[:batch_size]
             images, labels = data.images[index].float() / 255, data.labels[index]
+            report = fl_leak.audit(model, batch_size=batch_size, inputs=images, labels=labels)
+            deficiency = sum(layer.deficiency for layer in report.layers)
+            methods = {layer.method for layer in report.layers}
             gradients = torch.autograd.grad(
                 F.cross_entropy(model(images), labels), list(model.parameters())
             )
