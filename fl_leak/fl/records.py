@@ -188,6 +188,9 @@ class ResultSink:
         self.rounds.setdefault(server_round, {}).update(
             records=len(records), ok=len(ok), mean_psnr=psnr, **timings
         )
+        if not records:
+            log.info("round %d/%d: no update attacked", server_round, self.settings.fl.rounds)
+            return
         log.info(
             "round %d/%d: %d/%d updates attacked, %d errors, mean PSNR %s, running mean %s",
             server_round,
