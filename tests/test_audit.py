@@ -78,7 +78,7 @@ def test_full_rank_network_has_index_zero_and_finite_condition():
     report = audit(build_model("cnn2_c1", seed=0))
     assert report.index == 0 and report.full_rank
     assert 1 <= report.layers[0].condition < 1e8
-    assert "index (batch size 1): 0" in report.table()
+    assert "index (batch size 1, random probe): 0" in report.table()
 
 
 def test_large_layers_fall_back_to_the_documented_bound():

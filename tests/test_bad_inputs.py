@@ -82,7 +82,7 @@ def test_input_shape_that_does_not_fit():
 
 def test_unknown_attack_lists_known_names():
     model = fl_leak.build_model("cnn2_c1")
-    with pytest.raises(UnknownAttackError, match="known attacks: .*hybrid, .*linear"):
+    with pytest.raises(UnknownAttackError, match=r"known attacks: .*hybrid, .*linear"):
         fl_leak.reconstruct(model, _gradients(model), attack="magic")
 
 

@@ -20,7 +20,7 @@ def test_audit_prints_table_and_index_per_batch_size(tmp_path):
     output = tmp_path / "audit.csv"
     result = _audit("model=cnn3_c2", "batch_sizes=[1,2]", f"output={output}")
     assert result.returncode == 0, result.stderr
-    assert "index (batch size 1): -1995" in result.stdout
+    assert "index (batch size 1, random probe): -1995" in result.stdout
     assert "deficiency per layer against batch size" in result.stdout
     rows = list(csv.DictReader(output.open()))
     assert [(r["batch_size"], r["security_index"]) for r in rows] == [

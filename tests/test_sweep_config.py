@@ -81,10 +81,31 @@ def test_every_job_of_every_study_is_valid(experiment: str) -> None:
         for values in itertools.product(*sweep.values())
     ]
 
-    assert len(jobs) >= 8
+    assert len(jobs) >= 2
     assert all(job.capture.mode is CaptureMode.reuse for job in jobs)
     for job in jobs:
         assert problems(job) == []
+
+
+def _runner_sweeps(script: Path) -> list[list[str]]:
+    """The override lists of each ``sweep ...`` line of a study's runner script."""
+    text = script.read_text().replace("\\\n", " ")
+    return [line.split()[1:] for line in text.splitlines() if line.startswith("sweep ")]
+
+
+def test_every_job_of_the_defenses_runner_is_valid() -> None:
+    script = CONF_DIR.parent.parent / "experiments" / "defenses" / "run.sh"
+    study = sweep_of("defenses")
+    jobs = []
+    for overrides in _runner_sweeps(script):
+        given = dict(override.split("=", 1) for override in overrides)
+        axes = {**study, **{key: value.split(",") for key, value in given.items()}}
+        axes = {key: values for key, values in axes.items() if not key.startswith("hydra.")}
+        for values in itertools.product(*axes.values()):
+            jobs.append(["experiment=defenses", *map("=".join, zip(axes, values, strict=True))])
+    assert len(jobs) >= 3 * 7
+    for job in jobs:
+        assert problems(compose(job)) == [], job
 
 
 def test_the_studies_are_those_of_the_experiments_folder() -> None:
