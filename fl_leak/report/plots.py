@@ -121,28 +121,54 @@ def local_steps_figure(table: pd.DataFrame) -> Figure:
     return figure
 
 
+def _strength_labels(means: pd.DataFrame) -> pd.Series:
+    """Per row, the options that vary within its defense (``key=value``), else its name."""
+    labels = pd.Series("", index=means.index)
+    for defense, group in means.groupby("defense", sort=False):
+        options = [
+            dict(item.split("=", 1) for item in str(text).split(",") if "=" in item)
+            for text in group["defense_options"]
+        ]
+        keys = set().union(*options)
+        varying = sorted(key for key in keys if len({o.get(key) for o in options}) > 1)
+        several_sizes = group["num_clients"].nunique() > 1
+        for index, chosen, clients in zip(group.index, options, group["num_clients"], strict=True):
+            parts = [f"{name}={chosen.get(name)}" for name in varying]
+            if several_sizes:
+                parts.append(f"clients={clients}")
+            labels[index] = ",".join(parts) or str(defense)
+    return labels
+
+
 def privacy_utility_figure(table: pd.DataFrame) -> Figure:
-    """Mean PSNR and label accuracy against test accuracy, per (defense, strength) and attack."""
+    """Mean PSNR and label accuracy against test accuracy: a colour per defense, a marker per
+    attack, each point labelled with the strength that varies."""
     ok = table[table["status"] == "ok"].astype(
         {"psnr": float, "label_accuracy": float, "test_accuracy": float}
     )
     ok = ok.assign(defense_options=ok.get("defense_options", "").fillna(""))
-    keys = ["attack", "defense", "defense_options"]
-    means = ok.groupby(keys, sort=True)[["psnr", "label_accuracy", "test_accuracy"]].mean()
+    keys = ["attack", "defense", "defense_options", "num_clients"]
+    scores = ["psnr", "label_accuracy", "test_accuracy"]
+    means = ok.groupby(keys, sort=True)[scores].mean().reset_index()
+    labels = _strength_labels(means)
+    colours = {
+        name: f"C{number % 10}" for number, name in enumerate(sorted(ok["defense"].unique()))
+    }
+    markers = dict(zip(sorted(ok["attack"].unique()), "o^sDv", strict=False))
     figure, axes = _figure(2)
-    markers = dict(zip(sorted(ok["defense"].unique()), "o^sDvP*Xh<>", strict=False))
-    for ax, score, label in zip(
+    for ax, score, name in zip(
         axes, ("psnr", "label_accuracy"), ("mean PSNR (dB)", "label accuracy"), strict=True
     ):
-        for (attack, defense, options), row in means.iterrows():
+        for index, row in means.iterrows():
             ax.scatter(
                 row["test_accuracy"],
                 row[score],
-                marker=markers[defense],
-                label=f"{attack}, {defense}",
+                color=colours[row["defense"]],
+                marker=markers[row["attack"]],
+                label=f"{row['defense']} ({row['attack']})",
             )
             ax.annotate(
-                str(options).replace("noise_multiplier", "z") or defense,
+                labels[index],
                 (row["test_accuracy"], row[score]),
                 fontsize=6,
                 xytext=(3, 3),
@@ -150,9 +176,9 @@ def privacy_utility_figure(table: pd.DataFrame) -> Figure:
             )
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles, strict=True))
-        ax.legend(unique.values(), unique.keys(), fontsize=7)
+        ax.legend(unique.values(), unique.keys(), fontsize=6, ncol=2)
         ax.set_xlabel("global model's test accuracy (utility)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     return figure
 
