@@ -120,11 +120,11 @@ def large_input_system() -> None:
     )
 
 
-def hybrid_on_deficient(images: list[int]) -> None:
-    print("3. hybrid on cnn3_c1 (rank-deficient), batch 1")
+def hybrid_on_deficient(images: list[int], iterations: int) -> None:
+    print(f"3. hybrid on cnn3_c1 (rank-deficient), batch 1, {iterations} correction iterations")
     print(f"{'image':>5} {'linear dB':>9} {'hybrid dB':>9} {'hybrid s':>8}")
     data = load_dataset("embedded")
-    model = fl_leak.build_model("cnn3_c1", seed=0)
+    model = fl_leak.build_model("cnn3_c1", seed=0, num_classes=12)
     scores = []
     for index in images:
         x, y = data[index]
@@ -132,7 +132,7 @@ def hybrid_on_deficient(images: list[int]) -> None:
             F.cross_entropy(model(x[None]), torch.tensor([y])), list(model.parameters())
         )
         linear = fl_leak.reconstruct(model, gradients, attack="linear")
-        hybrid = fl_leak.reconstruct(model, gradients, attack="hybrid")
+        hybrid = fl_leak.reconstruct(model, gradients, attack="hybrid", iterations=iterations)
         row = [float(psnr(r.inputs.float().clamp(0, 1), x[None])) for r in (linear, hybrid)]
         scores.append((*row, hybrid.seconds))
         print(f"{index:>5} {row[0]:>9.1f} {row[1]:>9.1f} {hybrid.seconds:>8.1f}", flush=True)
@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument("--skip-numpy", action="store_true", help="skip np.linalg.lstsq (slow)")
     parser.add_argument("--quick", action="store_true", help="two layers, two images")
     parser.add_argument("--large-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--hybrid-iterations", type=int, default=1000, help="hybrid's correction iterations"
+    )
     args = parser.parse_args()
     if args.large_only:
         large_input_system()
@@ -155,7 +158,8 @@ def main() -> None:
     print("\n2. 3x224x224 first-layer system (conv 3->12 k4 s2 p2), matrix-free", flush=True)
     subprocess.run([sys.executable, __file__, "--large-only"], check=True)
     print()
-    hybrid_on_deficient([0, 100] if args.quick else [0, 50, 100, 150, 200, 250, 300, 350])
+    images = [0, 100] if args.quick else [0, 50, 100, 150, 200, 250, 300, 350]
+    hybrid_on_deficient(images, args.hybrid_iterations)
 
 
 if __name__ == "__main__":
