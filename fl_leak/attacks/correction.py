@@ -37,7 +37,7 @@ class CorrectionOptions:
     lr: float = 0.05
     cos_weight: float = 1.0
     residual_weight: float = 1.0
-    tv_weight: float = 0.05
+    tv_weight: float = 0.1
     input_range: tuple[float, float] | None = (0.0, 1.0)
 
 
