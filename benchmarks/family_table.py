@@ -20,6 +20,7 @@ import fl_leak
 from fl_leak.data import load_dataset
 from fl_leak.metrics import psnr
 from fl_leak.metrics.audit import audit
+from fl_leak.models.family import FAMILY
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--images", default="0,100,200", help="embedded train indices")
-    parser.add_argument("--models", default=",".join(fl_leak.list_models()))
+    parser.add_argument("--models", default=",".join(FAMILY), help="default: the paper's family")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation seed")
     args = parser.parse_args()
     data = load_dataset("embedded")

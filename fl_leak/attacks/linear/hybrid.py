@@ -11,12 +11,14 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
 from fl_leak.attacks.linear.attack import run_walk
+from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
 
 CORRECT_MODES = ("auto", "always", "never")
 SOLVER_KEYS = ("tolerance", "max_iterations", "threads", "dtype", "device")
+NULL_SPACE_SHARE = 1e-3  # above it, a structurally full-rank layer is numerically deficient
 
 
 @register_attack("hybrid")
@@ -31,11 +33,13 @@ def hybrid_attack(
 ) -> Reconstruction:
     """Linear walk plus correction of the input by gradient matching (Chen & Campbell's hybrid).
 
-    ``correct="auto"`` corrects only when some layer is rank-deficient (structural bound > 0) or
-    had clipped activation inverses: on full-rank systems the least-squares solution is already
-    exact and is returned untouched. ``"always"`` and ``"never"`` force the choice. Other options:
-    the linear attack's (``tolerance``, ``max_iterations``, ``dtype``, ``device``) and the fields
-    of :class:`~fl_leak.attacks.correction.CorrectionOptions` (``iterations``, ``lr``,
+    ``correct="auto"`` corrects only when some layer is rank-deficient (structural bound > 0, or
+    numerically: a null-space probe of each structurally full-rank layer, see
+    :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
+    on full-rank systems the least-squares solution is already exact and is returned untouched.
+    ``"always"`` and ``"never"`` force the choice. Other options: the linear attack's
+    (``tolerance``, ``max_iterations``, ``dtype``, ``device``) and the fields of
+    :class:`~fl_leak.attacks.correction.CorrectionOptions` (``iterations``, ``lr``,
     ``cos_weight``, ``residual_weight``, ``tv_weight``, ``input_range``).
     """
     if correct not in CORRECT_MODES:
@@ -50,6 +54,8 @@ def hybrid_attack(
     exact = [layer.deficiency_bound == 0 and layer.clipped == 0 for layer in result.layers[:-1]]
     last_exact = result.layers[-1].deficiency_bound == 0
     notes = [*result.last.notes, *result.notes]
+    if correct == "auto" and all(exact) and last_exact:
+        exact = _numerically_exact(result.systems, solver, notes)
     wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
     if wanted and result.systems:
         anchor = _anchor(exact)
@@ -79,6 +85,23 @@ def hybrid_attack(
         labels_recovered=recovered,
         notes=notes,
     )
+
+
+def _numerically_exact(systems: list, solver: dict[str, Any], notes: list[str]) -> list[bool]:
+    """Per layer, whether the null-space probe finds it full rank; notes the layers it does not."""
+    options = SolverOptions(
+        **{key: solver[key] for key in ("tolerance", "max_iterations", "threads") if key in solver}
+    )
+    exact = []
+    for index, system in enumerate(systems):
+        share = null_space_share(system, options)
+        exact.append(share <= NULL_SPACE_SHARE)
+        if not exact[-1]:
+            notes.append(
+                f"layer {index}: numerically rank-deficient ({share:.1e} of a random input "
+                f"lies outside the system's row space) though its equations outnumber unknowns"
+            )
+    return exact
 
 
 def _anchor(exact: list[bool]) -> int:

@@ -66,17 +66,18 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def solve_layer(
-    system: LayerSystem, options: SolverOptions = SolverOptions()
+    system: LayerSystem, options: SolverOptions = SolverOptions(), rhs: Tensor | None = None
 ) -> tuple[Tensor, SolveReport]:
     """Minimum-norm least-squares solution of ``system`` and a report of the solve.
 
     numpy's BLAS is held to one thread: LSMR's vector updates are small, and a multi-threaded
     BLAS pool spinning between torch's multi-threaded convolutions makes each iteration tens of
     times slower (measured: 3x224x224 system, 2 torch threads, 15 s against several minutes).
+    ``rhs`` replaces the system's own right-hand side (already scaled like the rows).
     """
     start = time.perf_counter()
     operator = system.as_scipy()
-    rhs = system.rhs().detach().cpu().double().numpy()
+    rhs = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
     with threadpool_limits(limits=1, user_api="blas"), torch_threads(options.threads):
         result = lsmr(
             operator,
@@ -96,3 +97,21 @@ def solve_layer(
         seconds=time.perf_counter() - start,
     )
     return x, report
+
+
+def null_space_share(
+    system: LayerSystem, options: SolverOptions = SolverOptions(), seed: int = 0
+) -> float:
+    """The share of a random vector's norm that the solve cannot recover: 0 at full column rank.
+
+    LSMR started from zero stays in the row space of ``U``, so on the consistent system
+    ``U x = U r`` it returns the projection of ``r`` onto that space; ``||r - x|| / ||r||`` is
+    about ``sqrt(deficiency / unknowns)`` where ``U`` has a null space, structural or numerical
+    (dependent rows that no count of equations reveals), and at the solve's tolerance otherwise.
+    Directions too ill-conditioned for the solve to resolve count as missing, as they should.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.randn(system.unknown_shape, generator=generator, dtype=torch.float64)
+    probe = probe.to(system.target)
+    recovered, _ = solve_layer(system, options, rhs=system.apply(probe))
+    return float((recovered - probe).norm() / probe.norm())
