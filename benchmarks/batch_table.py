@@ -1,19 +1,24 @@
-"""Audit deficiency against measured recovery for batches, labels recovered (not given).
+"""Audit against measured recovery for batches, labels recovered (not given).
 
-For each network and batch size: the audit's total deficiency (method: exact SVD or structural
-bound) at the batch attacked (``audit(..., inputs=images, labels=labels)``: a ReLU layer's rank
-depends on the data's active set, which a random probe does not represent), then the linear
-attack on that batch of embedded images (distinct random images, seeded):
-PSNR after Hungarian matching (minimum and mean over the batch), whether the label multiset was
-recovered exactly, and seconds. Where the audit finds a deficiency, hybrid's PSNR is added.
+For each network and batch size, one seeded batch of distinct embedded images: the audit at that
+batch (``audit(..., inputs=images, labels=labels)``: a ReLU layer's rank depends on the data's
+active set, which a random probe does not represent) with its total exact-or-bound deficiency,
+its numerical deficiency (singular values below ``rtol`` times the largest, the last layer
+included) and its verdict ``full``; then the linear attack on the float32 model's update: PSNR
+after Hungarian matching (minimum and mean over the batch), whether the label multiset was
+recovered exactly, and seconds. Where the audit does not say full rank, hybrid's PSNR is added for
+the models named by ``--hybrid``. Rows are printed, and appended to ``--csv``, as they are made.
 
     python benchmarks/batch_table.py [--models cnn2_c1,lenet] [--batch-sizes 1,2,4,8]
+    python benchmarks/batch_table.py --models family --hybrid cnn2_relu,lenet_relu --csv t.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +26,23 @@ import torch.nn.functional as F
 import fl_leak
 from fl_leak.data import load_dataset
 from fl_leak.metrics import score_batch
+from fl_leak.models.family import FAMILY
 
 MODELS = "cnn2_c1,cnn2_c11,cnn2_c5,cnn3_c3,lenet,lenet2,cnn2_relu,lenet_relu"
+COLUMNS = (
+    ("model", "<11", "s"),
+    ("B", ">2", "d"),
+    ("deficiency", ">10", "d"),
+    ("numerical", ">9", "d"),
+    ("full", ">5", "s"),
+    ("audit_s", ">7", ".1f"),
+    ("lin_min_db", ">10", ".1f"),
+    ("lin_mean_db", ">11", ".1f"),
+    ("labels", ">6", "s"),
+    ("lin_s", ">6", ".1f"),
+    ("hyb_min_db", ">10", ".1f"),
+    ("hyb_s", ">6", ".1f"),
+)
 
 
 def _score(model, gradients, images, labels, attack: str) -> tuple[float, float, bool, float]:
@@ -34,42 +54,75 @@ def _score(model, gradients, images, labels, attack: str) -> tuple[float, float,
     return float(scores.psnr.min()), float(scores.psnr.clamp(max=200).mean()), labels_ok, seconds
 
 
+def _line(row: dict) -> str:
+    cells = []
+    for name, align, kind in COLUMNS:
+        value = row.get(name)
+        text = "-" if value is None else format(value, kind if kind != "s" else "")
+        cells.append(format(text, align))
+    return " ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=MODELS)
+    parser.add_argument("--models", default=MODELS, help="comma-separated, or 'family'")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rtol", type=float, default=1e-4, help="the audit's rtol")
+    parser.add_argument(
+        "--hybrid", default="all", help="models to run hybrid on where not full rank, or 'all'"
+    )
+    parser.add_argument("--csv", type=Path, default=None, help="append every row to this CSV")
     args = parser.parse_args()
+    names = list(FAMILY) if args.models == "family" else args.models.split(",")
+    hybrid = set(names) if args.hybrid == "all" else set(args.hybrid.split(","))
     data = load_dataset("embedded")
     generator = torch.Generator().manual_seed(args.seed)
-    print(
-        f"{'model':<11} {'B':>2} {'deficiency':>10} {'method':>6} {'lin min dB':>10} "
-        f"{'lin mean dB':>11} {'labels':>6} {'lin s':>6} {'hyb min dB':>10} {'hyb s':>6}",
-        flush=True,
-    )
-    for name in args.models.split(","):
+    print(" ".join(format(name, align) for name, align, _ in COLUMNS), flush=True)
+    for name in names:
         model = fl_leak.build_model(name, seed=0, num_classes=data.info.num_classes)
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             index = torch.randperm(len(data), generator=generator)[:batch_size]
             images, labels = data.images[index].float() / 255, data.labels[index]
-            report = fl_leak.audit(model, batch_size=batch_size, inputs=images, labels=labels)
-            deficiency = sum(layer.deficiency for layer in report.layers)
-            methods = {layer.method for layer in report.layers}
+            start = time.perf_counter()
+            report = fl_leak.audit(
+                model, batch_size=batch_size, inputs=images, labels=labels, rtol=args.rtol
+            )
+            row = {
+                "model": name,
+                "B": batch_size,
+                "deficiency": sum(layer.deficiency for layer in report.layers),
+                "numerical": sum(layer.numerical_deficiency or 0 for layer in report.layers),
+                "full": str(report.full_rank),
+                "audit_s": time.perf_counter() - start,
+            }
             gradients = torch.autograd.grad(
                 F.cross_entropy(model(images), labels), list(model.parameters())
             )
             lin_min, lin_mean, labels_ok, lin_s = _score(model, gradients, images, labels, "linear")
-            hybrid = "-" * 10 + " " + "-" * 6
-            if deficiency:
+            row |= {
+                "lin_min_db": lin_min,
+                "lin_mean_db": lin_mean,
+                "labels": str(labels_ok),
+                "lin_s": lin_s,
+            }
+            if not report.full_rank and name in hybrid:
                 hyb_min, _, _, hyb_s = _score(model, gradients, images, labels, "hybrid")
-                hybrid = f"{hyb_min:>10.1f} {hyb_s:>6.1f}"
-            print(
-                f"{name:<11} {batch_size:>2} {deficiency:>10} {'/'.join(sorted(methods)):>6} "
-                f"{lin_min:>10.1f} {lin_mean:>11.1f} {labels_ok!s:>6} {lin_s:>6.1f} {hybrid}",
-                flush=True,
-            )
+                row |= {"hyb_min_db": hyb_min, "hyb_s": hyb_s}
+            print(_line(row), flush=True)
+            if args.csv is not None:
+                _append(args.csv, row)
+
+
+def _append(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[name for name, _, _ in COLUMNS])
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 if __name__ == "__main__":

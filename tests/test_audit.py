@@ -53,7 +53,7 @@ def test_deficiency_equals_rank_deficiency_of_materialised_matrix(index, batch_s
     model = SMALL[index].double()
     report = audit(model, input_shape=(2, 8, 8), batch_size=batch_size)
     systems = probe_layers(model, (2, 8, 8), batch_size).systems
-    for layer, system in zip(report.layers, systems, strict=True):
+    for layer, system in zip(report.layers[:-1], systems, strict=True):
         matrix = _materialised(system)
         expected = matrix.shape[1] - np.linalg.matrix_rank(matrix)
         assert layer.method == "svd"

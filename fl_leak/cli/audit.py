@@ -15,24 +15,36 @@ import hydra
 from omegaconf import DictConfig
 
 from fl_leak.errors import FlLeakError
-from fl_leak.metrics.audit import AuditReport, audit
+from fl_leak.metrics.audit import AuditLayer, AuditReport, audit
 from fl_leak.models import UnknownModelError, build_model
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def deficiency_by_batch(reports: list[AuditReport]) -> str:
-    """A table of each layer's deficiency (rows) against batch size (columns), and the index."""
+    """Each layer's deficiency (rows) against batch size (columns), the index, and full rank.
+
+    A cell reads ``deficiency`` or, where the numerical count was made and differs,
+    ``deficiency/numerical``.
+    """
     sizes = [report.batch_size for report in reports]
     lines = [
-        "deficiency per layer against batch size",
-        f"{'layer':<8}" + "".join(f"{'B=' + str(b):>10}" for b in sizes),
+        "deficiency per layer against batch size (deficiency/numerical where they differ)",
+        f"{'layer':<8}" + "".join(f"{'B=' + str(b):>16}" for b in sizes),
     ]
     for position, layer in enumerate(reports[0].layers):
-        cells = "".join(f"{report.layers[position].deficiency:>10}" for report in reports)
+        cells = "".join(f"{_cell(report.layers[position]):>16}" for report in reports)
         lines.append(f"{layer.index:<8}{cells}")
-    lines.append(f"{'index':<8}" + "".join(f"{report.index:>10}" for report in reports))
+    lines.append(f"{'index':<8}" + "".join(f"{report.index:>16}" for report in reports))
+    lines.append(f"{'full':<8}" + "".join(f"{report.full_rank!s:>16}" for report in reports))
     return "\n".join(lines)
+
+
+def _cell(layer: AuditLayer) -> str:
+    numerical = layer.numerical_deficiency
+    if numerical is None or numerical == layer.deficiency:
+        return str(layer.deficiency)
+    return f"{layer.deficiency}/{numerical}"
 
 
 def write_csv(reports: list[AuditReport], model: str, path: Path) -> None:
@@ -59,7 +71,14 @@ def run(cfg: DictConfig) -> list[AuditReport]:
     reports = []
     for batch_size in cfg.batch_sizes:
         print(f"auditing {cfg.model} at batch size {batch_size} ...", file=sys.stderr, flush=True)
-        report = audit(model, tuple(cfg.input_shape), int(batch_size), cfg.seed, cfg.max_dense)
+        report = audit(
+            model,
+            tuple(cfg.input_shape),
+            int(batch_size),
+            cfg.seed,
+            cfg.max_dense,
+            rtol=cfg.rtol,
+        )
         print(f"\n{cfg.model}, input {tuple(cfg.input_shape)}, batch size {batch_size}")
         print(report.table(), flush=True)
         reports.append(report)

@@ -9,6 +9,10 @@ the data's active set, and a random probe (independent pixels, about half the un
 call full rank a network that real, smooth images leave deficient: the report says so in its
 ``notes``, and auditing at the data itself (``inputs=``) gives the rank an attack faces.
 
+The last (fully connected) layer gets a row too: its ``B`` inputs are read from the row space of
+its weight gradient ``G = D^T X``, so its deficiency is ``(B - rank G) * features`` (more samples
+than classes leave it undetermined) and its condition is ``s_1 / s_B`` of ``G``.
+
 The index of Chen & Campbell weighs deficiencies toward the input::
 
     index = - sum_i round(def_i * (L - 1 - i) / (L - 1))
@@ -21,6 +25,15 @@ Ranks are exact (singular values of the dense matrix, numpy's default tolerance
 ``s_max * max(M, N) * eps`` on float64) while ``min(M, N) <= max_dense``; above that the audit
 reports the structural lower bound on the deficiency (unknowns minus independent rows, and
 unknowns no row touches), marked ``method="bound"``, with no condition number.
+
+Uniquely solvable is not recoverable: a direction whose singular value is ``10^-6`` of the
+largest amplifies the update's rounding (float32: about ``10^-7``) to the whole image. Each row
+therefore also counts its singular values below ``rtol`` times the largest, the
+``numerical_deficiency`` (exact from the SVD where dense; above ``max_dense`` estimated by a
+damped solve on a random probe, :func:`~fl_leak.attacks.linear.solver.weak_directions`). The
+default ``rtol = 1e-4`` is where float32 updates stop resolving a direction to about 60 dB (a
+relative rounding of ``10^-7`` amplified ``10^4`` times). ``full_rank`` requires both counts to be
+0 on every row. The systems are those the attack solves, rows equilibrated per output channel.
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fl_leak.attacks.linear.chain import Block, parse_chain
+from fl_leak.attacks.linear.last_layer import numerical_rank
+from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 
@@ -57,6 +72,8 @@ class AuditLayer:
     condition: float
     method: str  # "svd" (exact numerical rank) or "bound" (structural lower bound on deficiency)
     seconds: float
+    # singular values below rtol x the largest (None where not computed: rtol=0)
+    numerical_deficiency: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,18 +89,21 @@ class AuditReport:
     index: int = 0
     probe: str = "random"  # "random" (seeded uniform input) or "data" (the given inputs)
     notes: list[str] = field(default_factory=list)
+    rtol: float = 0.0
 
     @property
     def full_rank(self) -> bool:
-        """True when every audited layer is uniquely solvable (deficiency 0 everywhere)."""
-        return all(layer.deficiency == 0 for layer in self.layers)
+        """True when every row is uniquely solvable with no singular value below ``rtol``."""
+        return all(
+            layer.deficiency == 0 and not layer.numerical_deficiency for layer in self.layers
+        )
 
     def table(self) -> str:
         """A plain-text table of the layers and the index."""
         header = (
             f"{'layer':>5} {'path':<12} {'kind':<7} {'activation':<16} {'unknowns':>9} "
             f"{'fwd eq':>8} {'grad eq':>8} {'pad':>6} {'rank':>7} {'deficiency':>10} "
-            f"{'condition':>10} {'method':>6}"
+            f"{'condition':>10} {'method':>6} {'numerical':>9}"
         )
         rows = [header, "-" * len(header)]
         for layer in self.layers:
@@ -92,11 +112,20 @@ class AuditReport:
                 f"{layer.index:>5} {layer.path:<12.12} {layer.kind:<7} {layer.activation:<16.16} "
                 f"{layer.unknowns:>9} {layer.forward_equations:>8} {layer.gradient_equations:>8} "
                 f"{layer.padding:>6} {layer.rank:>7} {layer.deficiency:>10} {condition:>10} "
-                f"{layer.method:>6}"
+                f"{layer.method:>6} {_count(layer.numerical_deficiency):>9}"
             )
         rows.append(f"index (batch size {self.batch_size}, {self.probe} probe): {self.index}")
+        if self.rtol > 0:
+            rows.append(
+                f"numerical: singular values below {self.rtol:.0e} x the largest "
+                f"(full rank at that tolerance: {self.full_rank})"
+            )
         rows += [f"note: {note}" for note in self.notes]
         return "\n".join(rows)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def security_index(deficiencies: Sequence[int]) -> int:
@@ -120,14 +149,14 @@ def _padding(block: Block, batch_size: int) -> int:
     return batch_size * channels * (padded - height * width)
 
 
-def _rank_and_condition(system: LayerSystem) -> tuple[int, float]:
-    matrix = system.dense()
-    singular = torch.linalg.svdvals(matrix)
-    if singular.numel() == 0 or singular[0] == 0:
-        return 0, math.inf
-    tolerance = singular[0] * max(matrix.shape) * torch.finfo(matrix.dtype).eps
-    rank = int((singular > tolerance).sum())
-    return rank, float(singular[0] / singular[rank - 1])
+def _spectrum_row(singular: Tensor, shape: tuple[int, int], rtol: float) -> tuple[int, float, int]:
+    """Rank, condition and the count of singular values at most ``rtol`` times the largest."""
+    rank = numerical_rank(singular, shape)
+    if rank == 0:
+        return 0, math.inf, min(shape)
+    condition = float(singular[0] / singular[rank - 1])
+    weak = int((singular <= rtol * singular[0]).sum()) + shape[1] - singular.numel()
+    return rank, condition, weak
 
 
 @dataclass
@@ -207,6 +236,33 @@ def probe_layers(
     return LayerProbe(chain.blocks, systems, [x.detach() for x in activations[:-1]])
 
 
+def _last_layer_row(block: Block, batch_size: int, rtol: float) -> AuditLayer:
+    """The last layer: ``B`` inputs from the row space of its weight gradient ``G = D^T X``."""
+    start = time.perf_counter()
+    gradient = block.weight_gradient
+    features = gradient.shape[1]
+    singular = torch.linalg.svdvals(gradient)
+    rank = min(batch_size, numerical_rank(singular, tuple(gradient.shape)))
+    strong = min(batch_size, int((singular > rtol * singular[0]).sum()))
+    condition = float(singular[0] / singular[rank - 1]) if rank else math.inf
+    return AuditLayer(
+        index=block.index,
+        path=block.path,
+        kind=block.kind,
+        activation=block.activation.name,
+        unknowns=batch_size * features,
+        forward_equations=0,
+        gradient_equations=gradient.numel(),
+        padding=0,
+        rank=rank * features,
+        deficiency=(batch_size - rank) * features,
+        condition=condition,
+        method="svd",
+        seconds=time.perf_counter() - start,
+        numerical_deficiency=(batch_size - strong) * features if rtol > 0 else None,
+    )
+
+
 def audit(
     model: nn.Module,
     input_shape: Sequence[int] = (3, 32, 32),
@@ -215,6 +271,7 @@ def audit(
     max_dense: int = 6000,
     inputs: Tensor | None = None,
     labels: Tensor | None = None,
+    rtol: float = 1e-4,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -235,20 +292,30 @@ def audit(
         not given) instead of the seeded random input. The rank of a ReLU layer depends on which
         units the data leaves active, so for ReLU networks only a probe at the data itself tells
         whether that data is recoverable.
+    rtol
+        Singular values at most ``rtol`` times a row's largest count in its
+        ``numerical_deficiency`` (module docstring); 0 skips that count (it costs a damped
+        solve per layer above ``max_dense``).
     """
-    probe = probe_layers(model, input_shape, batch_size, seed, inputs=inputs, labels=labels)
+    probe = probe_layers(
+        model, input_shape, batch_size, seed, scaled=True, inputs=inputs, labels=labels
+    )
     blocks, systems = probe.blocks, probe.systems
     report = AuditReport(
-        tuple(input_shape), batch_size, probe="random" if inputs is None else "data"
+        tuple(input_shape), batch_size, probe="random" if inputs is None else "data", rtol=rtol
     )
     for block, system in zip(blocks, systems, strict=False):
         start = time.perf_counter()
+        weak = None
         if min(system.shape) <= max_dense:
-            rank, condition = _rank_and_condition(system)
+            singular = torch.linalg.svdvals(system.dense())
+            rank, condition, weak = _spectrum_row(singular, system.shape, rtol)
             deficiency, method = system.num_unknowns - rank, "svd"
         else:
             deficiency, method = system.deficiency_bound(), "bound"
             rank, condition = system.num_unknowns - deficiency, math.nan
+            if rtol > 0:
+                weak = max(deficiency, weak_directions(system, rtol, seed=seed))
         report.layers.append(
             AuditLayer(
                 index=block.index,
@@ -264,12 +331,14 @@ def audit(
                 condition=condition,
                 method=method,
                 seconds=time.perf_counter() - start,
+                numerical_deficiency=weak if rtol > 0 else None,
             )
         )
-    report.index = security_index([layer.deficiency for layer in report.layers])
+    report.layers.append(_last_layer_row(blocks[-1], batch_size, rtol))
+    report.index = security_index([layer.deficiency for layer in report.layers[:-1]])
     relu = [
         f"{layer.index} ({layer.forward_equations} of {system.num_forward_rows} units active)"
-        for layer, system in zip(report.layers, systems, strict=True)
+        for layer, system in zip(report.layers[:-1], systems, strict=True)
         if layer.activation == "relu"
     ]
     if relu and inputs is None:

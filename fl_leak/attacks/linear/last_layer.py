@@ -37,6 +37,7 @@ class LastLayerSolution:
     residual: float
     rank: int
     notes: list[str] = field(default_factory=list)
+    condition: float = 1.0  # s_1 / s_rank of the weight gradient's top singular values
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class LastLayer:
         return self.activation.derivative(y) * (torch.softmax(y, dim=1) - onehot) / z.shape[0]
 
 
-def _numerical_rank(singular: Tensor, shape: tuple[int, int]) -> int:
+def numerical_rank(singular: Tensor, shape: tuple[int, int]) -> int:
+    """Rank from descending singular values at numpy's tolerance ``s_max * max(shape) * eps``."""
     if singular.numel() == 0 or singular[0] == 0:
         return 0
     tolerance = singular[0] * max(shape) * torch.finfo(singular.dtype).eps
@@ -74,7 +76,7 @@ def _batch(layer: LastLayer, labels: Tensor, restarts: int, seed: int) -> LastLa
     G, g = layer.weight_gradient, layer.bias_gradient
     batch = labels.numel()
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
-    rank = min(batch, _numerical_rank(S, tuple(G.shape)))
+    rank = min(batch, numerical_rank(S, tuple(G.shape)))
     U, S, V = U[:, :rank], S[:rank], Vh[:rank].T
     M = layer.weight @ V  # logits are z_b = M c_b + bias
     target = U * S
@@ -128,6 +130,7 @@ def _batch(layer: LastLayer, labels: Tensor, restarts: int, seed: int) -> LastLa
         float(np.sqrt(2 * best.cost)),
         rank,
         notes,
+        float(S[0] / S[-1]),
     )
 
 

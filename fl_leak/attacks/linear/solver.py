@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import lsmr
+from scipy.sparse.linalg import lsmr, svds
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
@@ -66,14 +66,18 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def solve_layer(
-    system: LayerSystem, options: SolverOptions = SolverOptions(), rhs: Tensor | None = None
+    system: LayerSystem,
+    options: SolverOptions = SolverOptions(),
+    rhs: Tensor | None = None,
+    damp: float = 0.0,
 ) -> tuple[Tensor, SolveReport]:
     """Minimum-norm least-squares solution of ``system`` and a report of the solve.
 
     numpy's BLAS is held to one thread: LSMR's vector updates are small, and a multi-threaded
     BLAS pool spinning between torch's multi-threaded convolutions makes each iteration tens of
     times slower (measured: 3x224x224 system, 2 torch threads, 15 s against several minutes).
-    ``rhs`` replaces the system's own right-hand side (already scaled like the rows).
+    ``rhs`` replaces the system's own right-hand side (already scaled like the rows); ``damp``
+    (``lambda``) solves ``min ||U x - V||^2 + lambda^2 ||x||^2`` instead (Tikhonov).
     """
     start = time.perf_counter()
     operator = system.as_scipy()
@@ -86,6 +90,7 @@ def solve_layer(
             btol=options.tolerance,
             conlim=1e16,
             maxiter=options.max_iterations,
+            damp=damp,
         )
     solution, istop, iterations = result[0], int(result[1]), int(result[2])
     x = torch.from_numpy(np.asarray(solution)).to(system.target).reshape(system.unknown_shape)
@@ -99,8 +104,17 @@ def solve_layer(
     return x, report
 
 
+def largest_singular_value(system: LayerSystem, seed: int = 0) -> float:
+    """The largest singular value of ``U`` (scaled rows), by ARPACK on the matrix-free operator."""
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(1):
+        values = svds(
+            system.as_scipy(), k=1, tol=1e-3, random_state=seed, return_singular_vectors=False
+        )
+    return float(values[0])
+
+
 def null_space_share(
-    system: LayerSystem, options: SolverOptions = SolverOptions(), seed: int = 0
+    system: LayerSystem, options: SolverOptions = SolverOptions(), seed: int = 0, rtol: float = 0.0
 ) -> float:
     """The share of a random vector's norm that the solve cannot recover: 0 at full column rank.
 
@@ -109,9 +123,33 @@ def null_space_share(
     about ``sqrt(deficiency / unknowns)`` where ``U`` has a null space, structural or numerical
     (dependent rows that no count of equations reveals), and at the solve's tolerance otherwise.
     Directions too ill-conditioned for the solve to resolve count as missing, as they should.
+
+    With ``rtol > 0`` the solve is damped by ``lambda = rtol * s_max``: a direction of singular
+    value ``s`` is then recovered in the share ``s^2 / (s^2 + lambda^2)``, so the squared share
+    times the unknowns counts the singular values below ``lambda`` (see :func:`weak_directions`),
+    and the solve converges in a bounded number of iterations (condition about ``1 / rtol``).
     """
     generator = torch.Generator().manual_seed(seed)
     probe = torch.randn(system.unknown_shape, generator=generator, dtype=torch.float64)
     probe = probe.to(system.target)
-    recovered, _ = solve_layer(system, options, rhs=system.apply(probe))
+    damp = rtol * largest_singular_value(system, seed) if rtol > 0 else 0.0
+    recovered, _ = solve_layer(system, options, rhs=system.apply(probe), damp=damp)
     return float((recovered - probe).norm() / probe.norm())
+
+
+def weak_directions(
+    system: LayerSystem,
+    rtol: float,
+    options: SolverOptions = SolverOptions(tolerance=1e-8, max_iterations=50_000),
+    seed: int = 0,
+) -> int:
+    """Estimated number of singular values of ``U`` below ``rtol`` times the largest.
+
+    One Gaussian probe of the damped solve (:func:`null_space_share`): the expected squared
+    share is ``sum_i (lambda^2 / (s_i^2 + lambda^2))^2 / n``, which counts each singular value well
+    below ``lambda`` as one and each well above as zero; a single probe estimates a count ``d``
+    to about ``sqrt(2 d)``. Directions the solve leaves unresolved at its iteration limit count as
+    weak.
+    """
+    share = null_space_share(system, options, seed, rtol=rtol)
+    return round(share**2 * system.num_unknowns)

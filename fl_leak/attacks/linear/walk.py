@@ -57,6 +57,7 @@ def _last_layer_diagnostics(
         gradient_equations=block.weight_gradient.numel(),
         deficiency_bound=(batch - solution.rank) * features,
         residual=solution.residual,
+        condition_estimate=solution.condition,
         stop_reason="closed form"
         if batch == 1
         else "Levenberg-Marquardt on row-space coefficients",
