@@ -1,6 +1,7 @@
 """Audit against measured recovery for batches, labels recovered (not given).
 
-For each network and batch size, one seeded batch of distinct embedded images: the audit at that
+For each network and batch size, one seeded batch of distinct embedded images (the same for every
+network at that batch size): the audit at that
 batch (``audit(..., inputs=images, labels=labels)``: a ReLU layer's rank depends on the data's
 active set, which a random probe does not represent) with its total exact-or-bound deficiency,
 its numerical deficiency (singular values below ``rtol`` times the largest, the last layer
@@ -79,11 +80,12 @@ def main() -> None:
     names = list(FAMILY) if args.models == "family" else args.models.split(",")
     hybrid = set(names) if args.hybrid == "all" else set(args.hybrid.split(","))
     data = load_dataset("embedded")
-    generator = torch.Generator().manual_seed(args.seed)
     print(" ".join(format(name, align) for name, align, _ in COLUMNS), flush=True)
     for name in names:
         model = fl_leak.build_model(name, seed=0, num_classes=data.info.num_classes)
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            # the same batch for every model at a batch size, whichever models a run covers
+            generator = torch.Generator().manual_seed(1000 * args.seed + batch_size)
             index = torch.randperm(len(data), generator=generator)[:batch_size]
             images, labels = data.images[index].float() / 255, data.labels[index]
             start = time.perf_counter()

@@ -30,7 +30,8 @@ Uniquely solvable is not recoverable: a direction whose singular value is ``10^-
 largest amplifies the update's rounding (float32: about ``10^-7``) to the whole image. Each row
 therefore also counts its singular values below ``rtol`` times the largest, the
 ``numerical_deficiency`` (exact from the SVD where dense; above ``max_dense`` estimated by a
-damped solve on a random probe, :func:`~fl_leak.attacks.linear.solver.weak_directions`). The
+damped solve on a random probe, :func:`~fl_leak.attacks.linear.solver.weak_directions`, where
+the structural bound finds no deficiency, and the bound, a lower bound, where it does). The
 default ``rtol = 1e-4`` is where float32 updates stop resolving a direction to about 60 dB (a
 relative rounding of ``10^-7`` amplified ``10^4`` times). ``full_rank`` requires both counts to be
 0 on every row. The systems are those the attack solves, rows equilibrated per output channel.
@@ -314,8 +315,8 @@ def audit(
         else:
             deficiency, method = system.deficiency_bound(), "bound"
             rank, condition = system.num_unknowns - deficiency, math.nan
-            if rtol > 0:
-                weak = max(deficiency, weak_directions(system, rtol, seed=seed))
+            if rtol > 0:  # a layer the bound finds deficient is so at any tolerance
+                weak = deficiency or weak_directions(system, rtol, seed=seed)
         report.layers.append(
             AuditLayer(
                 index=block.index,
