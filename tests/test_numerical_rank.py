@@ -120,3 +120,35 @@ def test_last_layer_row_from_the_singular_values_of_its_gradient(batch_size):
     assert recoverable == (batch_size <= classes and strong == batch_size)
     if batch_size > classes:
         assert report.index == 0 and last.deficiency > 0  # the paper's index leaves it out
+
+
+def _leaky_model_with_one_unit_at(value: float, slope: float) -> tuple[nn.Module, torch.Tensor]:
+    """conv 3->4 k3 on 3x8x8, one output unit of channel 0 moved to ``value`` by its bias."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3).double()
+    inputs = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)).double()
+    with torch.no_grad():
+        conv.bias[0] -= conv(inputs)[0, 0, 2, 3] - value
+    model = nn.Sequential(conv, nn.LeakyReLU(slope), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    return model.double(), inputs
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.0])
+def test_units_at_the_kink_are_counted_and_deny_full_rank(slope):
+    model, inputs = _leaky_model_with_one_unit_at(1e-9, slope)
+    outputs = model[1](model[0](inputs)).detach().abs()
+    expected = outputs <= 1e-6 * outputs.max()
+    if slope == 0:
+        expected &= outputs > 0
+    report = audit(model, (3, 8, 8), inputs=inputs, labels=torch.tensor([2]))
+    assert report.layers[0].near_kink == int(expected.sum()) >= 1
+    assert not report.full_rank
+    labels = torch.tensor([2])
+    skipped = audit(model, (3, 8, 8), inputs=inputs, labels=labels, kink_tol=0)
+    assert skipped.layers[0].near_kink == 0
+
+
+def test_a_unit_away_from_the_kink_is_not_counted():
+    model, inputs = _leaky_model_with_one_unit_at(0.5, 0.01)
+    report = audit(model, (3, 8, 8), inputs=inputs, labels=torch.tensor([2]))
+    assert report.layers[0].near_kink == 0
