@@ -152,3 +152,19 @@ def test_a_unit_away_from_the_kink_is_not_counted():
     model, inputs = _leaky_model_with_one_unit_at(0.5, 0.01)
     report = audit(model, (3, 8, 8), inputs=inputs, labels=torch.tensor([2]))
     assert report.layers[0].near_kink == 0
+
+
+def test_the_attack_notes_reconstructed_outputs_at_the_kink():
+    model, inputs = _leaky_model_with_one_unit_at(1e-9, 0.01)
+    labels = torch.tensor([2])
+    gradients = torch.autograd.grad(
+        F.cross_entropy(model(inputs), labels), list(model.parameters())
+    )
+    noted = fl_leak.reconstruct(model, gradients, input_shape=(3, 8, 8), attack="linear")
+    assert any("of the kink" in note for note in noted.notes), noted.notes
+    model, inputs = _leaky_model_with_one_unit_at(0.5, 0.01)
+    gradients = torch.autograd.grad(
+        F.cross_entropy(model(inputs), labels), list(model.parameters())
+    )
+    clean = fl_leak.reconstruct(model, gradients, input_shape=(3, 8, 8), attack="linear")
+    assert not any("of the kink" in note for note in clean.notes)

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_leak.attacks.linear.activations import LeakyReLU
+from fl_leak.attacks.linear.activations import ZERO
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
 from fl_leak.attacks.linear.solver import weak_directions
@@ -250,17 +250,6 @@ def probe_layers(
     return LayerProbe(chain.blocks, systems, [x.detach() for x in activations[:-1]])
 
 
-def _near_kink(block: Block, output: Tensor, kink_tol: float) -> int:
-    """(Leaky) ReLU outputs within ``kink_tol`` times the largest of the kink (ReLU zeros: off)."""
-    if not isinstance(block.activation, LeakyReLU) or kink_tol <= 0:
-        return 0
-    magnitude = output.abs()
-    near = magnitude <= kink_tol * magnitude.max()
-    if block.activation.slope == 0:
-        near &= magnitude > 0
-    return int(near.sum())
-
-
 def _last_layer_row(block: Block, batch_size: int, rtol: float) -> AuditLayer:
     """The last layer: ``B`` inputs from the row space of its weight gradient ``G = D^T X``."""
     start = time.perf_counter()
@@ -297,7 +286,7 @@ def audit(
     inputs: Tensor | None = None,
     labels: Tensor | None = None,
     rtol: float = 1e-4,
-    kink_tol: float = 1e-6,
+    kink_tol: float = ZERO,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -364,7 +353,7 @@ def audit(
             )
         )
     for layer, block, output in zip(report.layers, blocks, probe.inputs[1:], strict=False):
-        layer.near_kink = _near_kink(block, output, kink_tol)
+        layer.near_kink = block.activation.near_kink(output, kink_tol)
     report.layers.append(_last_layer_row(blocks[-1], batch_size, rtol))
     report.index = security_index([layer.deficiency for layer in report.layers[:-1]])
     relu = [

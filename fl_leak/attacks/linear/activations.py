@@ -18,7 +18,8 @@ from torch import Tensor, nn
 # Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
 # unbounded there, so such rows carry no usable forward constraint.
 EDGE = 1e-12
-# Relative size below which a reconstructed ReLU output is taken as an inactive unit.
+# Relative size below which a reconstructed ReLU output is taken as an inactive unit; a (leaky)
+# ReLU output this close to 0 has a side that the update's rounding decides (``near_kink``).
 ZERO = 1e-6
 
 
@@ -47,6 +48,10 @@ class Activation(ABC):
     @abstractmethod
     def derivative(self, y: Tensor) -> Tensor:
         """``s'(z)`` expressed through the output ``y = s(z)``."""
+
+    def near_kink(self, y: Tensor, tolerance: float = ZERO) -> int:
+        """Outputs within ``tolerance`` times the largest of a kink, where ``s'`` jumps (none)."""
+        return 0
 
 
 class Identity(Activation):
@@ -119,6 +124,17 @@ class LeakyReLU(Activation):
 
     def derivative(self, y: Tensor) -> Tensor:
         return torch.where(self._active(y), torch.ones_like(y), torch.full_like(y, self.slope))
+
+    def near_kink(self, y: Tensor, tolerance: float = ZERO) -> int:
+        """Outputs within ``tolerance`` times the largest of 0 (for ReLU: nonzero ones only, a zero
+        being an inactive unit): rounding decides their side, and with it their derivative."""
+        if tolerance <= 0:
+            return 0
+        magnitude = y.detach().abs()
+        near = magnitude <= tolerance * magnitude.max()
+        if self.slope == 0:
+            near &= magnitude > 0
+        return int(near.sum())
 
 
 class Softplus(Activation):

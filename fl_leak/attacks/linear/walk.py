@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from fl_leak.attacks.linear.activations import ZERO, LeakyReLU
 from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
@@ -146,6 +147,16 @@ def walk(
         note = deficiency_note(system, diagnostics)
         if note is not None:
             notes.append(note)
+        # a reconstructed ReLU's inactive units are rounding noise around 0: no side to lose
+        activation = block.activation
+        leaky = isinstance(activation, LeakyReLU) and activation.slope != 0
+        near_kink = activation.near_kink(x_above) if leaky else 0
+        if near_kink:
+            notes.append(
+                f"layer {block.index} ({block.activation.name}): {near_kink} reconstructed "
+                f"outputs within {ZERO:g} of the largest of the kink; their side, and so their "
+                "derivative below, is decided by rounding and may be wrong"
+            )
         x_above, d_above, block_above = x, d, block
     inputs.reverse()
     systems.reverse()
