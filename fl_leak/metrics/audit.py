@@ -36,14 +36,14 @@ default ``rtol = 1e-4`` is where float32 updates stop resolving a direction to a
 relative rounding of ``10^-7`` amplified ``10^4`` times). ``full_rank`` requires both counts to be
 0 on every row. The systems are those the attack solves, rows equilibrated per output channel.
 
-A (leaky) ReLU unit whose output lies within ``kink_tol`` (default ``1e-6``) times its layer's
-largest output of the kink is counted in ``near_kink``, and ``full_rank`` requires none: an
+At a data probe (``inputs=``), a (leaky) ReLU unit whose output lies within ``kink_tol``
+(default ``1e-7``, float32's precision) times its layer's largest output of the kink is counted
+in ``near_kink``, and ``full_rank`` requires none: an
 update's rounding decides on which side such a unit is reconstructed, and a wrong side changes
 its derivative (by ``1 / slope`` for leaky ReLU) in the gradient rows of the layer below. Measured
 on ``lenet`` (LeakyReLU 0.01): one unit at ``2.4e-8`` of its layer's largest output turned an exact
 reconstruction into 41.8 dB from a float32 update; from a float64 one at LSMR tolerance ``1e-14``
-it came out exact. The count matters at a data probe (``inputs=``); a random probe's values are
-its own.
+it came out exact. A random probe's values near a kink are its own, so it counts none.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_leak.attacks.linear.activations import ZERO
+from fl_leak.attacks.linear.activations import KINK
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
 from fl_leak.attacks.linear.solver import weak_directions
@@ -286,7 +286,7 @@ def audit(
     inputs: Tensor | None = None,
     labels: Tensor | None = None,
     rtol: float = 1e-4,
-    kink_tol: float = ZERO,
+    kink_tol: float = KINK,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -312,8 +312,8 @@ def audit(
         ``numerical_deficiency`` (module docstring); 0 skips that count (it costs a damped
         solve per layer above ``max_dense``).
     kink_tol
-        (Leaky) ReLU outputs within ``kink_tol`` times their layer's largest of the kink count in
-        ``near_kink`` (module docstring); 0 skips the count.
+        At a data probe, (leaky) ReLU outputs within ``kink_tol`` times their layer's largest of
+        the kink count in ``near_kink`` (module docstring); 0 skips the count.
     """
     probe = probe_layers(
         model, input_shape, batch_size, seed, scaled=True, inputs=inputs, labels=labels
@@ -352,8 +352,9 @@ def audit(
                 numerical_deficiency=weak if rtol > 0 else None,
             )
         )
-    for layer, block, output in zip(report.layers, blocks, probe.inputs[1:], strict=False):
-        layer.near_kink = block.activation.near_kink(output, kink_tol)
+    if inputs is not None:  # a random probe's values near a kink are its own, not the model's
+        for layer, block, output in zip(report.layers, blocks, probe.inputs[1:], strict=False):
+            layer.near_kink = block.activation.near_kink(output, kink_tol)
     report.layers.append(_last_layer_row(blocks[-1], batch_size, rtol))
     report.index = security_index([layer.deficiency for layer in report.layers[:-1]])
     relu = [

@@ -18,9 +18,11 @@ from torch import Tensor, nn
 # Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
 # unbounded there, so such rows carry no usable forward constraint.
 EDGE = 1e-12
-# Relative size below which a reconstructed ReLU output is taken as an inactive unit; a (leaky)
-# ReLU output this close to 0 has a side that the update's rounding decides (``near_kink``).
+# Relative size below which a reconstructed ReLU output is taken as an inactive unit.
 ZERO = 1e-6
+# Relative distance from the kink within which a (leaky) ReLU output's side is decided by the
+# rounding of a float32 update (unit roundoff 6e-8): see ``near_kink``.
+KINK = 1e-7
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Activation(ABC):
     def derivative(self, y: Tensor) -> Tensor:
         """``s'(z)`` expressed through the output ``y = s(z)``."""
 
-    def near_kink(self, y: Tensor, tolerance: float = ZERO) -> int:
+    def near_kink(self, y: Tensor, tolerance: float = KINK) -> int:
         """Outputs within ``tolerance`` times the largest of a kink, where ``s'`` jumps (none)."""
         return 0
 
@@ -125,7 +127,7 @@ class LeakyReLU(Activation):
     def derivative(self, y: Tensor) -> Tensor:
         return torch.where(self._active(y), torch.ones_like(y), torch.full_like(y, self.slope))
 
-    def near_kink(self, y: Tensor, tolerance: float = ZERO) -> int:
+    def near_kink(self, y: Tensor, tolerance: float = KINK) -> int:
         """Outputs within ``tolerance`` times the largest of 0 (for ReLU: nonzero ones only, a zero
         being an inactive unit): rounding decides their side, and with it their derivative."""
         if tolerance <= 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from fl_leak.attacks.linear.activations import ZERO, LeakyReLU
+from fl_leak.attacks.linear.activations import KINK, LeakyReLU
 from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
@@ -154,7 +154,7 @@ def walk(
         if near_kink:
             notes.append(
                 f"layer {block.index} ({block.activation.name}): {near_kink} reconstructed "
-                f"outputs within {ZERO:g} of the largest of the kink; their side, and so their "
+                f"outputs within {KINK:g} of the largest of the kink; their side, and so their "
                 "derivative below, is decided by rounding and may be wrong"
             )
         x_above, d_above, block_above = x, d, block
