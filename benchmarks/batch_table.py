@@ -12,6 +12,7 @@ the models named by ``--hybrid``. Rows are printed, and appended to ``--csv``, a
 
     python benchmarks/batch_table.py [--models cnn2_c1,lenet] [--batch-sizes 1,2,4,8]
     python benchmarks/batch_table.py --models family --hybrid cnn2_relu,lenet_relu --csv t.csv
+    python benchmarks/batch_table.py --models cnn2_c1,cnn3_c3 --batch-sizes 2,4,8 --distinct-labels
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ def _score(model, gradients, images, labels, attack: str) -> tuple[float, float,
     return float(scores.psnr.min()), float(scores.psnr.clamp(max=200).mean()), labels_ok, seconds
 
 
+def _batch(labels: torch.Tensor, batch_size: int, seed: int, distinct: bool) -> torch.Tensor:
+    """Indices of one seeded batch, the same for every model at a batch size: distinct images,
+    or with ``distinct`` one image of each of ``batch_size`` distinct classes."""
+    generator = torch.Generator().manual_seed(1000 * seed + batch_size)
+    if not distinct:
+        return torch.randperm(len(labels), generator=generator)[:batch_size]
+    classes = labels.unique()
+    if batch_size > len(classes):
+        raise SystemExit(f"--distinct-labels: batch size {batch_size} > {len(classes)} classes")
+    chosen = classes[torch.randperm(len(classes), generator=generator)[:batch_size]]
+    members = [torch.nonzero(labels == c).flatten() for c in chosen]
+    return torch.stack([m[torch.randint(len(m), (1,), generator=generator)][0] for m in members])
+
+
 def _line(row: dict) -> str:
     cells = []
     for name, align, kind in COLUMNS:
@@ -76,6 +91,9 @@ def main() -> None:
         "--hybrid", default="all", help="models to run hybrid on where not full rank, or 'all'"
     )
     parser.add_argument("--csv", type=Path, default=None, help="append every row to this CSV")
+    parser.add_argument(
+        "--distinct-labels", action="store_true", help="one image of each of B distinct classes"
+    )
     args = parser.parse_args()
     names = list(FAMILY) if args.models == "family" else args.models.split(",")
     hybrid = set(names) if args.hybrid == "all" else set(args.hybrid.split(","))
@@ -84,9 +102,7 @@ def main() -> None:
     for name in names:
         model = fl_leak.build_model(name, seed=0, num_classes=data.info.num_classes)
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            # the same batch for every model at a batch size, whichever models a run covers
-            generator = torch.Generator().manual_seed(1000 * args.seed + batch_size)
-            index = torch.randperm(len(data), generator=generator)[:batch_size]
+            index = _batch(data.labels, batch_size, args.seed, args.distinct_labels)
             images, labels = data.images[index].float() / 255, data.labels[index]
             start = time.perf_counter()
             report = fl_leak.audit(
