@@ -106,7 +106,8 @@ class AuditReport:
 
     @property
     def full_rank(self) -> bool:
-        """True when every row is uniquely solvable with no singular value below ``rtol``."""
+        """True when every row is uniquely solvable, with no singular value below ``rtol`` times
+        its largest and no (leaky) ReLU output within ``kink_tol`` of the kink."""
         return all(
             layer.deficiency == 0 and not layer.numerical_deficiency and not layer.near_kink
             for layer in self.layers
@@ -132,7 +133,7 @@ class AuditReport:
         if self.rtol > 0:
             rows.append(
                 f"numerical: singular values below {self.rtol:.0e} x the largest "
-                f"(full rank at that tolerance: {self.full_rank})"
+                f"(full rank, with the kink count: {self.full_rank})"
             )
         rows += [f"note: {note}" for note in self.notes]
         return "\n".join(rows)
