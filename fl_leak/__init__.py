@@ -1,15 +1,30 @@
 """fl-leak: how much training data leaks from federated-learning updates.
 
+The public names are imported on first use, so that ``import fl_leak.config`` (every command's
+start, ``--help`` included) does not pay for the attacks, the audit or Flower.
+
 >>> import fl_leak
 >>> "linear" in fl_leak.list_attacks()
 True
 """
 
-from fl_leak.attacks import LayerDiagnostics, Reconstruction, list_attacks, reconstruct
-from fl_leak.metrics.audit import AuditReport, audit
-from fl_leak.models import build_model, list_models
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AuditReport": "fl_leak.metrics.audit",
+    "LayerDiagnostics": "fl_leak.attacks",
+    "Reconstruction": "fl_leak.attacks",
+    "audit": "fl_leak.metrics.audit",
+    "build_model": "fl_leak.models",
+    "list_attacks": "fl_leak.attacks",
+    "list_models": "fl_leak.models",
+    "reconstruct": "fl_leak.attacks",
+}
 
 __all__ = [
     "AuditReport",
@@ -22,3 +37,21 @@ __all__ = [
     "list_models",
     "reconstruct",
 ]
+
+if TYPE_CHECKING:
+    from fl_leak.attacks import LayerDiagnostics, Reconstruction, list_attacks, reconstruct
+    from fl_leak.metrics.audit import AuditReport, audit
+    from fl_leak.models import build_model, list_models
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fl_leak' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -196,6 +196,39 @@ class RunConfig:
     dtype: Dtype = Dtype.float32
 
 
+def range_problems(settings: RunConfig) -> list[str]:
+    """Every value of ``settings`` out of its range, named (no registry or data needed)."""
+    fl = settings.fl
+    rules = [
+        (fl.num_clients >= 1, f"fl.num_clients={fl.num_clients} must be at least 1"),
+        (fl.rounds >= 1, f"fl.rounds={fl.rounds} must be at least 1"),
+        (fl.batch_size >= 1, f"fl.batch_size={fl.batch_size} must be at least 1"),
+        (fl.local_steps >= 1, f"fl.local_steps={fl.local_steps} must be at least 1"),
+        (fl.local_epochs >= 0, f"fl.local_epochs={fl.local_epochs} must not be negative"),
+        (fl.lr > 0, f"fl.lr={fl.lr} must be positive"),
+        (
+            fl.partition is not Partition.dirichlet or fl.alpha > 0,
+            f"fl.alpha={fl.alpha} must be positive",
+        ),
+        (0 < fl.fraction_train <= 1, f"fl.fraction_train={fl.fraction_train} must be in (0, 1]"),
+        (
+            0 <= fl.fraction_evaluate <= 1,
+            f"fl.fraction_evaluate={fl.fraction_evaluate} must be in [0, 1]",
+        ),
+        (fl.client_cpus > 0, f"fl.client_cpus={fl.client_cpus} must be positive"),
+        (fl.round_timeout > 0, f"fl.round_timeout={fl.round_timeout} must be positive"),
+        (
+            all(1 <= server_round <= fl.rounds for server_round in fl.attack_rounds),
+            f"fl.attack_rounds={fl.attack_rounds} must name rounds 1..{fl.rounds}",
+        ),
+        (
+            all(0 <= client < fl.num_clients for client in fl.fault.clients),
+            f"fl.fault.clients={fl.fault.clients} must name clients 0..{fl.num_clients - 1}",
+        ),
+    ]
+    return [message for ok, message in rules if not ok]
+
+
 def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore (``conf/config.yaml`` extends it)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)

@@ -36,3 +36,7 @@ class InputShapeError(FlLeakError):
 
 class UnknownAttackError(FlLeakError):
     """An attack name that no attack is registered under."""
+
+
+class ConfigError(FlLeakError):
+    """Settings that cannot run; the message lists every problem found."""

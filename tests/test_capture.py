@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,20 +12,23 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from safetensors import safe_open
 
 from fl_leak.config import CaptureMode, RunConfig, compose
+from fl_leak.fl import capture
 from fl_leak.fl.capture import (
     Capture,
     CaptureWriter,
     CapturingAttacker,
     capture_key,
-    effective_mode,
     replay,
-    run,
+    source_digest,
+    tree_digest,
 )
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.oracle import Oracle
-from fl_leak.fl.records import RESULTS_FILE, ResultSink
+from fl_leak.fl.orchestrator import effective_mode, run
+from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.task import initial_model, model_with, samples, sgd_steps, to_arrays
 from fl_leak.fl.validation import ConfigError
+from fl_leak.records import RESULTS_FILE
 
 BASE = ["model=cnn2_c1", "fl.num_clients=2", "fl.rounds=1", "fl.lr=0.1", "audit.max_dense=0"]
 TIMINGS = ("seconds",)
@@ -172,10 +176,39 @@ def test_settings_that_do_not_shape_the_updates_share_the_key(change: str) -> No
         "fl.num_clients=3",
         "fl.fault.clients=[1]",
         "data=mnist",
+        "defense=prune",
+        "fl.local_data=partition",
+        "fl.attack_rounds=[1]",
     ],
 )
 def test_settings_that_shape_the_updates_change_the_key(change: str) -> None:
     assert capture_key(compose([*BASE, change])) != capture_key(compose(BASE))
+
+
+def test_a_change_to_the_code_changes_the_source_digest(tmp_path: Path) -> None:
+    package = Path(__file__).resolve().parent.parent / "fl_leak"
+    copy = tmp_path / "fl_leak"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = tree_digest(copy)
+    client = copy / "fl" / "client_app.py"
+    client.write_text(client.read_text() + "\n# a local change to the client\n")
+
+    assert before == source_digest()  # the copy is the package itself
+    assert tree_digest(copy) != before
+
+
+def test_a_capture_made_by_other_code_is_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose([*BASE, "capture.mode=replay", f"capture.dir={tmp_path}"])
+    key_now = capture_key(settings)
+    (tmp_path / key_now).mkdir()
+    (tmp_path / key_now / "capture.json").write_text("{}")
+    monkeypatch.setattr(capture, "source_digest", lambda: "another version of the code")
+
+    assert capture_key(settings) != key_now
+    with pytest.raises(ConfigError, match="holds no capture"):
+        run(settings, tmp_path / "out")
 
 
 def test_replay_without_a_capture_is_an_error_naming_the_setting(tmp_path: Path) -> None:

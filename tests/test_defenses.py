@@ -254,11 +254,16 @@ def test_defenses_repeat_with_the_same_generator_seed():
         torch.testing.assert_close(runs[0], runs[1])
 
 
-def test_records_carry_the_defense_and_its_strength():
-    settings = compose(["defense=topk", "defense.options.keep=0.2"])
-    from fl_leak.fl.records import LeakRecord
+def test_records_carry_the_defense_and_its_strength(tmp_path):
+    from fl_leak.fl.leakage import UpdateAttacker
+    from fl_leak.fl.local_data import load_split
+    from fl_leak.fl.sink import ResultSink
 
-    record = LeakRecord.of_run(settings, 1, 0, None)
+    settings = compose(["defense=topk", "defense.options.keep=0.2", "audit.enabled=false"])
+    info = load_split(settings.data, train=True).info
+    attacker = UpdateAttacker(settings, info, ResultSink(tmp_path, settings, info.class_names))
+
+    record = attacker.record(1, 0)
     assert (record.defense, record.defense_options) == ("topk", "bits=0,keep=0.2")
     assert fl_leak.defenses.build_defense("none").describe() == ""
 

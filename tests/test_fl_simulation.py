@@ -23,7 +23,7 @@ from matplotlib.image import imread
 
 from fl_leak.config import compose
 from fl_leak.fl import simulate
-from fl_leak.fl.records import LeakRecord
+from fl_leak.records import LeakRecord
 
 BASE = [
     "model=cnn2_c1",

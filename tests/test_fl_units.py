@@ -19,10 +19,11 @@ from fl_leak.fl.gradients import gradient_estimate, relative_error
 from fl_leak.fl.leakage import UpdateAttacker, label_accuracy, run_attack, server_view
 from fl_leak.fl.local_data import load_split, partitions, round_plan, step_count
 from fl_leak.fl.oracle import ORACLE_KEY, Oracle, oracle_record, take_oracle
-from fl_leak.fl.records import LeakRecord, ResultSink
+from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.strategy import client_error_message
 from fl_leak.fl.task import initial_model, samples, to_arrays
 from fl_leak.metrics import psnr
+from fl_leak.records import LeakRecord
 
 CLIENTS = 4
 
@@ -231,7 +232,9 @@ def test_label_accuracy_compares_multisets() -> None:
 
 
 def test_records_are_strict_json() -> None:
-    record = LeakRecord.of_run(settings_with(), server_round=1, client=0, audit_index=None)
+    record = LeakRecord.of_run(
+        settings_with(), server_round=1, client=0, audit_index=None, defense_options=""
+    )
     record.psnr = math.inf
     line = json.dumps(record.as_json(), allow_nan=False)
     assert json.loads(line)["psnr"] is None

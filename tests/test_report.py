@@ -14,9 +14,9 @@ import pytest
 from matplotlib.image import imread, imsave
 
 from fl_leak.cli.report import main as report_main
-from fl_leak.fl.records import LeakRecord
+from fl_leak.records import LeakRecord, write_status
 from fl_leak.report.build import build_report
-from fl_leak.report.jobs import find_jobs, write_status
+from fl_leak.report.jobs import find_jobs
 
 BLANK = {field.name: None for field in fields(LeakRecord)}
 FIELDS = {"client": 0, "attack": "linear", "status": "ok", "local_steps": 1, "audit_index": 0}

@@ -8,6 +8,9 @@ fl-leak --help
 Writes results.jsonl, summary.json, grid_round_<r>.png and status.json into Hydra's output
 directory. In a multirun, a job that fails writes its error into status.json and returns, so the
 other jobs go on (``fl-leak-report`` lists it); a single run exits non-zero instead.
+
+Only the configuration is imported before the settings are checked: ``--help``, ``--cfg job`` and
+a bad value cost little more than importing torch; Flower, Ray and the attacks load after.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fl_leak.config import CONF_DIR, CONFIG_NAME, register_configs, to_settings
-from fl_leak.fl.capture import run
-from fl_leak.fl.validation import ConfigError
-from fl_leak.report.jobs import write_status
+from fl_leak.config import CONF_DIR, CONFIG_NAME, range_problems, register_configs, to_settings
+from fl_leak.errors import ConfigError
+from fl_leak.records import write_status
 
 log = logging.getLogger("fl_leak")
 
@@ -40,7 +42,13 @@ def _main(cfg: DictConfig) -> None:
     multirun = hydra_config.mode is RunMode.MULTIRUN
     write_status(output_dir, "running")
     try:
-        summary = run(to_settings(cfg), output_dir, multirun=multirun)
+        settings = to_settings(cfg)
+        problems = range_problems(settings)
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        from fl_leak.fl.orchestrator import run  # Flower, Ray and the attacks: after the checks
+
+        summary = run(settings, output_dir, multirun=multirun)
     except Exception as error:  # one failed job must not stop the others of a sweep
         write_status(output_dir, "failed", error)
         if isinstance(error, ConfigError):

@@ -5,11 +5,12 @@ reply's arrays and metrics (or the client's error), and its own evaluations of t
 The oracle's ground truth (each attacked batch) is kept in separate files, read only to score.
 Everything is plain tensors in safetensors files and JSON: loading a capture runs no code from it.
 
-Captures live in ``capture.dir``, one directory per :func:`capture_key`: a hash of the settings
-that shape the updates (model, data, FL, defense, seed, dtype). Runs that differ only in attack or
-audit settings share the key, so a sweep over attack options runs Flower once per FL setting and
-replays the rest (:func:`run`). A lock per key makes parallel jobs of a sweep wait for the one
-that simulates; a capture appears (atomically renamed) only once its run has finished.
+Captures live in ``capture.dir``, one directory per :func:`capture_key`: a hash of the whole
+resolved configuration less the settings that act only after the updates are made
+(``ATTACK_ONLY_KEYS``: attack, audit, ...), and of the package's code. Runs that differ only in
+attack or audit settings share the key, so a sweep over attack options runs Flower once per FL
+setting and replays the rest (``fl_leak.fl.orchestrator.run``); any change to the code or to a
+client-side setting makes a new capture.
 
 Layout of ``<capture.dir>/<key>/``::
 
@@ -21,14 +22,11 @@ Layout of ``<capture.dir>/<key>/``::
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -36,22 +34,19 @@ from typing import Any
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from safetensors.torch import load_file, save_file
 
-import fl_leak
-from fl_leak.config import CaptureMode, RunConfig, as_plain_dict
+from fl_leak.config import RunConfig, as_plain_dict
 from fl_leak.data import DatasetInfo
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.oracle import Oracle
-from fl_leak.fl.records import ResultSink
-from fl_leak.fl.simulation import simulate
-from fl_leak.fl.validation import ConfigError, check
+from fl_leak.fl.sink import ResultSink
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 META_FILE = "capture.json"
 SUFFIX = ".safetensors"
-FL_KEYS_IGNORED = ("client_cpus", "round_timeout")  # resources and patience, not the updates
 ROUND_KEYS = (  # the server's own per-round figures, carried into a replay's summary
     "test_accuracy",
     "test_loss",
@@ -62,20 +57,51 @@ ROUND_KEYS = (  # the server's own per-round figures, carried into a replay's su
 )
 
 
+ATTACK_ONLY_KEYS = (  # settings that act after the updates are made: never part of the key
+    "attack",
+    "audit",
+    "capture",
+    "device",
+    "ray",
+    "fl.client_cpus",
+    "fl.round_timeout",
+)
+SOURCE_SUFFIXES = (".py", ".yaml", ".npz")
+
+
+def tree_digest(package_dir: Path) -> str:
+    """A hash of every ``.py``, ``.yaml`` and ``.npz`` file under ``package_dir``, by relative
+    path and content."""
+    digest = hashlib.sha256()
+    files = sorted(
+        path for path in package_dir.rglob("*") if path.suffix in SOURCE_SUFFIXES and path.is_file()
+    )
+    for path in files:
+        digest.update(path.relative_to(package_dir).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """The :func:`tree_digest` of this ``fl_leak`` (installed or checked out), once per process:
+    changes whenever its code, configs or bundled data change."""
+    return tree_digest(PACKAGE_DIR)
+
+
 def capture_settings(settings: RunConfig) -> dict[str, Any]:
-    """The settings that shape the updates: what a capture is keyed by."""
+    """What a capture is keyed by: the whole resolved configuration less ``ATTACK_ONLY_KEYS``,
+    and the package's code (:func:`source_digest`)."""
     plain = as_plain_dict(settings)
-    fl = {key: value for key, value in plain["fl"].items() if key not in FL_KEYS_IGNORED}
-    return {
-        "format": FORMAT,
-        "version": fl_leak.__version__,
-        "model": plain["model"],
-        "data": plain["data"],
-        "defense": plain["defense"],
-        "fl": fl,
-        "seed": plain["seed"],
-        "dtype": plain["dtype"],
-    }
+    for dotted in ATTACK_ONLY_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for parent in parents:
+            node = node[parent]
+        node.pop(leaf)
+    return {"format": FORMAT, "source": source_digest(), "settings": plain}
 
 
 def capture_key(settings: RunConfig) -> str:
@@ -282,61 +308,3 @@ def replay(
         audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
     )
     return json.loads(path.read_text())
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def effective_mode(mode: CaptureMode, multirun: bool) -> CaptureMode:
-    """``auto`` resolved: ``reuse`` in a multirun, ``off`` in a single run."""
-    if mode is CaptureMode.auto:
-        return CaptureMode.reuse if multirun else CaptureMode.off
-    return mode
-
-
-def run(settings: RunConfig, output_dir: Path, multirun: bool = False) -> dict[str, Any]:
-    """One experiment: live (``fl_leak.fl.simulate``), or through the capture cache.
-
-    With ``capture.mode`` reuse (or auto in a multirun), replays the capture of these settings
-    when there is one; otherwise simulates, attacking live and saving the capture. With replay,
-    a missing capture is a :class:`ConfigError`. Returns the summary.
-    """
-    mode = effective_mode(settings.capture.mode, multirun)
-    if mode is CaptureMode.off:
-        return simulate(settings, output_dir)
-    check(settings)
-    root = Path(settings.capture.dir).expanduser()
-    key = capture_key(settings)
-    directory = root / key
-    with _locked(root / f"{key}.lock"):
-        if (directory / META_FILE).exists():
-            log.info("replaying capture %s: no Flower simulation", directory)
-            info = {"key": key, "replayed": True}
-            return replay(Capture(directory), settings, Path(output_dir), capture=info)
-        if mode is CaptureMode.replay:
-            raise ConfigError(
-                f"capture.mode=replay but {root} holds no capture {key} of these settings; "
-                "run them once with capture.mode=reuse"
-            )
-        partial_dir = root / f"{key}.partial"
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        writer = CaptureWriter(partial_dir, settings)
-        try:
-            summary = simulate(
-                settings, output_dir, writer.attacker, capture={"key": key, "replayed": False}
-            )
-            writer.close(summary)
-        except BaseException:
-            shutil.rmtree(partial_dir, ignore_errors=True)
-            raise
-        partial_dir.rename(directory)
-        log.info("saved capture %s", directory)
-        return summary

@@ -23,14 +23,15 @@ from fl_leak.attacks import Reconstruction, reconstruct
 from fl_leak.attacks.linear.solver import torch_threads
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
-from fl_leak.defenses import EPSILON_METRIC
+from fl_leak.defenses import EPSILON_METRIC, build_defense
 from fl_leak.errors import FlLeakError
 from fl_leak.fl.gradients import gradient_estimate, relative_error
 from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
-from fl_leak.fl.records import LeakRecord, ResultSink, Shown
+from fl_leak.fl.sink import ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
 from fl_leak.metrics import score_batch
+from fl_leak.records import LeakRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +129,9 @@ class UpdateAttacker:
         self.settings = settings
         self.info = info
         self.sink = sink
+        self.defense_options = build_defense(
+            settings.defense.name, settings.defense.options
+        ).describe()
 
     @cached_property
     def audit_index(self) -> int | None:
@@ -163,7 +167,9 @@ class UpdateAttacker:
         self, server_round: int, client: int | None, aggregated_clients: int | None = None
     ) -> LeakRecord:
         """An empty record of this run for one client (or an aggregate) and round."""
-        record = LeakRecord.of_run(self.settings, server_round, client, self.audit_index)
+        record = LeakRecord.of_run(
+            self.settings, server_round, client, self.audit_index, self.defense_options
+        )
         record.aggregated_clients = aggregated_clients
         return record
 

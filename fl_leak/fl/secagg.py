@@ -53,8 +53,8 @@ from fl_leak.fl.client_app import (
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split, partitions, round_plan, round_seed
 from fl_leak.fl.oracle import Oracle
-from fl_leak.fl.records import ResultSink
 from fl_leak.fl.server_app import AttackerFactory, RunSource
+from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.task import (
     ARRAYS_KEY,
     METRICS_KEY,

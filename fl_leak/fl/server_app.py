@@ -17,7 +17,7 @@ from fl_leak.data import DatasetInfo
 from fl_leak.defenses import build_defense
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
-from fl_leak.fl.records import ResultSink
+from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.strategy import MaliciousFedAvg
 from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
 

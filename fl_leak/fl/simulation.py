@@ -13,10 +13,10 @@ from fl_leak.defenses import build_defense
 from fl_leak.fl.client_app import make_client_app
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.ray_session import quiet_environment, ray_session
-from fl_leak.fl.records import SUMMARY_FILE
 from fl_leak.fl.secagg import make_secagg_client_app, make_secagg_server_app
 from fl_leak.fl.server_app import AttackerFactory, make_server_app
 from fl_leak.fl.validation import check
+from fl_leak.records import SUMMARY_FILE
 
 
 def simulate(

@@ -1,53 +1,21 @@
-"""Checks of a run's settings before anything starts, each problem naming the bad value."""
+"""Checks of a run's settings before anything starts, each problem naming the bad value.
+
+The checks of single values need nothing but the settings (:func:`fl_leak.config.range_problems`,
+cheap enough to run before anything heavy is imported); these add the registries and the data.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from fl_leak.attacks import list_attacks
-from fl_leak.config import Partition, RunConfig
+from fl_leak.config import RunConfig, range_problems
 from fl_leak.data import list_datasets
 from fl_leak.defenses import build_defense, list_defenses
-from fl_leak.errors import FlLeakError
+from fl_leak.errors import ConfigError, FlLeakError
 from fl_leak.fl.local_data import load_split, partitions
 from fl_leak.fl.task import initial_model
 from fl_leak.models import list_models
-
-
-class ConfigError(FlLeakError):
-    """Settings that cannot run; the message lists every problem found."""
-
-
-def _ranges(settings: RunConfig) -> list[str]:
-    fl = settings.fl
-    rules = [
-        (fl.num_clients >= 1, f"fl.num_clients={fl.num_clients} must be at least 1"),
-        (fl.rounds >= 1, f"fl.rounds={fl.rounds} must be at least 1"),
-        (fl.batch_size >= 1, f"fl.batch_size={fl.batch_size} must be at least 1"),
-        (fl.local_steps >= 1, f"fl.local_steps={fl.local_steps} must be at least 1"),
-        (fl.local_epochs >= 0, f"fl.local_epochs={fl.local_epochs} must not be negative"),
-        (fl.lr > 0, f"fl.lr={fl.lr} must be positive"),
-        (
-            fl.partition is not Partition.dirichlet or fl.alpha > 0,
-            f"fl.alpha={fl.alpha} must be positive",
-        ),
-        (0 < fl.fraction_train <= 1, f"fl.fraction_train={fl.fraction_train} must be in (0, 1]"),
-        (
-            0 <= fl.fraction_evaluate <= 1,
-            f"fl.fraction_evaluate={fl.fraction_evaluate} must be in [0, 1]",
-        ),
-        (fl.client_cpus > 0, f"fl.client_cpus={fl.client_cpus} must be positive"),
-        (fl.round_timeout > 0, f"fl.round_timeout={fl.round_timeout} must be positive"),
-        (
-            all(1 <= server_round <= fl.rounds for server_round in fl.attack_rounds),
-            f"fl.attack_rounds={fl.attack_rounds} must name rounds 1..{fl.rounds}",
-        ),
-        (
-            all(0 <= client < fl.num_clients for client in fl.fault.clients),
-            f"fl.fault.clients={fl.fault.clients} must name clients 0..{fl.num_clients - 1}",
-        ),
-    ]
-    return [message for ok, message in rules if not ok]
 
 
 def _names(settings: RunConfig) -> list[str]:
@@ -140,7 +108,7 @@ def _data(settings: RunConfig) -> list[str]:
 
 def problems(settings: RunConfig) -> list[str]:
     """Every problem of ``settings``; empty when it can run."""
-    found = _ranges(settings) + _names(settings) + _device(settings)
+    found = range_problems(settings) + _names(settings) + _device(settings)
     if not found:
         found = _defense(settings)
     if not found:

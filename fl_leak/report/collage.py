@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from fl_leak.fl.records import GRID_FILE
+from fl_leak.records import GRID_FILE
 from fl_leak.report.jobs import Job
 
 TILE = (5.0, 3.2)  # inches per job

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 from scipy.stats import spearmanr
 
-from fl_leak.fl.records import SCORES
+from fl_leak.records import SCORES
 from fl_leak.report.jobs import Job
 
 NOT_A_SETTING = ("seed", "hydra", "capture.")  # override keys that do not tell settings apart

@@ -10,7 +10,6 @@ left no records is kept with the reason, never dropped.
 from __future__ import annotations
 
 import json
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,9 @@ from typing import Any
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from fl_leak.fl.records import RESULTS_FILE, SUMMARY_FILE
+from fl_leak.records import RESULTS_FILE, STATUS_FILE, SUMMARY_FILE
 
-STATUS_FILE = "status.json"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-
-
-def write_status(output_dir: Path, status: str, error: BaseException | None = None) -> None:
-    """Write a job's ``status.json``: ``running``, ``ok`` or ``failed`` (with ``error``)."""
-    content: dict[str, Any] = {"status": status}
-    if error is not None:
-        content["error"] = f"{type(error).__name__}: {error}"
-        content["traceback"] = "".join(traceback.format_exception(error))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / STATUS_FILE).write_text(json.dumps(content, indent=1) + "\n")
 
 
 @dataclass

@@ -1,124 +1,27 @@
-"""What a run writes: one JSON line per attacked update, a grid per round, a summary at the end."""
+"""A run's outputs written as they are made: records, round grids, progress, the summary.
+
+The files and the record schema are those of :mod:`fl_leak.records`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import fmean
-from time import perf_counter
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from fl_leak.config import RunConfig, as_plain_dict
-from fl_leak.defenses import build_defense
-from fl_leak.report import save_image_grid
+from fl_leak.records import GRID_FILE, RESULTS_FILE, SCORES, SUMMARY_FILE, LeakRecord, finite
+from fl_leak.report.painter import GridPainter, RoundImages
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
-GRID_FILE = "grid_round_{round}.png"
-GRID_MAX_IMAGES = 64
-SCORES = ("psnr", "ssim", "mse", "label_accuracy", "seconds", "gradient_relative_error")
-
-
-@dataclass
-class LeakRecord:
-    """One attacked update (or a failure in place of one): a line of ``results.jsonl``.
-
-    ``status`` is ``ok`` or ``error``; ``stage`` says what failed (``client``: the client raised;
-    ``attack``: the gradient estimate, the attack or its scoring raised) and ``error`` how.
-    ``seconds`` is the attack's time; ``steps`` the local steps the gradient estimate divided by;
-    ``gradient_relative_error`` compares that estimate with the true gradient of the first step;
-    ``epsilon`` is the DP-SGD accountant's epsilon the client reported (``defense=dp_sgd``), and
-    ``defense_options`` the defense's strength (``key=value,...``); ``aggregated_clients`` is set
-    when the attacked update is the aggregate of that many clients (secure aggregation: ``client``
-    is None and the attacked batch holds ``aggregated_clients * batch_size`` samples).
-    The remaining fields repeat the run's settings, so records from many runs form one table.
-    """
-
-    round: int
-    client: int | None
-    attack: str
-    model: str
-    data: str
-    batch_size: int
-    defense: str
-    defense_options: str
-    num_clients: int
-    rounds: int
-    local_steps: int
-    local_epochs: int
-    local_data: str
-    lr: float
-    partition: str
-    alpha: float
-    fraction_train: float
-    dtype: str
-    seed: int
-    audit_index: int | None = None
-    status: str = "ok"
-    stage: str | None = None
-    error: str | None = None
-    psnr: float | None = None
-    ssim: float | None = None
-    mse: float | None = None
-    label_accuracy: float | None = None
-    labels_recovered: bool | None = None
-    seconds: float | None = None
-    steps: int | None = None
-    gradient_relative_error: float | None = None
-    epsilon: float | None = None
-    aggregated_clients: int | None = None
-
-    @classmethod
-    def of_run(
-        cls, settings: RunConfig, server_round: int, client: int | None, audit_index: int | None
-    ) -> LeakRecord:
-        """A record of ``settings`` for one client and round, outcome fields still empty."""
-        fl = settings.fl
-        defense = build_defense(settings.defense.name, settings.defense.options)
-        return cls(
-            round=server_round,
-            client=client,
-            attack=settings.attack.name,
-            model=settings.model,
-            data=settings.data.name,
-            batch_size=fl.batch_size,
-            defense=settings.defense.name,
-            defense_options=defense.describe(),
-            num_clients=fl.num_clients,
-            rounds=fl.rounds,
-            local_steps=fl.local_steps,
-            local_epochs=fl.local_epochs,
-            local_data=fl.local_data.value,
-            lr=fl.lr,
-            partition=fl.partition.value,
-            alpha=fl.alpha,
-            fraction_train=fl.fraction_train,
-            dtype=settings.dtype.value,
-            seed=settings.seed,
-            audit_index=audit_index,
-        )
-
-    def fail(self, stage: str, error: str) -> LeakRecord:
-        """Mark this record failed at ``stage``; returns itself."""
-        self.status, self.stage, self.error = "error", stage, error
-        return self
-
-    def as_json(self) -> dict[str, Any]:
-        """The record as strict JSON values (non-finite floats become null)."""
-        return {key: _finite(value) for key, value in asdict(self).items()}
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -135,15 +38,6 @@ class Shown:
     reconstructions: Tensor
 
 
-@dataclass
-class RoundImages:
-    """Originals and their matched reconstructions of one round, with a title per image."""
-
-    originals: list[Tensor] = field(default_factory=list)
-    reconstructions: list[Tensor] = field(default_factory=list)
-    titles: list[str] = field(default_factory=list)
-
-
 class ResultSink:
     """Writes a run's outputs into ``output_dir`` as they are made, and shows progress."""
 
@@ -154,8 +48,7 @@ class ResultSink:
         self.records: list[LeakRecord] = []
         self.rounds: dict[int, dict[str, Any]] = {}
         self._images: dict[int, RoundImages] = {}
-        self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid")
-        self._grids: list[Future[None]] = []
+        self._painter = GridPainter()
         output_dir.mkdir(parents=True, exist_ok=True)
         self.results_path = output_dir / RESULTS_FILE
         self.results_path.write_text("")
@@ -184,7 +77,10 @@ class ResultSink:
         running = _mean([record.psnr for record in self.records if record.status == "ok"])
         images = self._images.pop(server_round, None)
         if images is not None:
-            self._grids.append(self._painter.submit(self._write_grid, server_round, images))
+            grid = self._painter.submit(
+                self.output_dir / GRID_FILE.format(round=server_round), images
+            )
+            grid.add_done_callback(partial(self._grid_done, server_round))
         self.rounds.setdefault(server_round, {}).update(
             records=len(records), ok=len(ok), mean_psnr=psnr, **timings
         )
@@ -215,9 +111,7 @@ class ResultSink:
 
     def write_summary(self, **extra: Any) -> Path:
         """Finish the grids, write ``summary.json``: counts, means, per-round figures, config."""
-        self._painter.shutdown(wait=True)
-        for grid in self._grids:
-            grid.result()
+        self._painter.finish()
         ok = [record for record in self.records if record.status == "ok"]
         final = self.rounds.get(self.settings.fl.rounds, {})
         summary = {
@@ -235,17 +129,9 @@ class ResultSink:
         path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False) + "\n")
         return path
 
-    def _write_grid(self, server_round: int, images: RoundImages) -> None:
-        start = perf_counter()
-        count = min(len(images.originals), GRID_MAX_IMAGES)
-        save_image_grid(
-            torch.stack(images.originals[:count]),
-            torch.stack(images.reconstructions[:count]),
-            self.output_dir / GRID_FILE.format(round=server_round),
-            titles=images.titles[:count],
-            match=False,
-        )
-        self.rounds.setdefault(server_round, {})["grid_seconds"] = perf_counter() - start
+    def _grid_done(self, server_round: int, grid: Future[float]) -> None:
+        if grid.exception() is None:
+            self.rounds.setdefault(server_round, {})["grid_seconds"] = grid.result()
 
 
 def _source(record: LeakRecord) -> str:
@@ -262,4 +148,4 @@ def _strict(value: Any) -> Any:
         return {key: _strict(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_strict(item) for item in value]
-    return _finite(value)
+    return finite(value)
