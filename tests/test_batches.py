@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fl_leak
 from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts, round_counts
@@ -11,7 +12,10 @@ from fl_leak.attacks.linear.chain import parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer
 from fl_leak.attacks.linear.walk import last_layer_of
 from fl_leak.metrics import score_batch
+from fl_leak.models.builder import build_from_specs
 from tests.conftest import true_gradients
+
+TINY = (3, 8, 8)
 
 
 def _batch(embedded, size: int, seed: int = 0):
@@ -58,6 +62,56 @@ def test_linear_recovers_batches_of_eight_the_audit_calls_full_rank(name, embedd
         model, true_gradients(model, images, labels), batch_size=8, attack="linear"
     )
     assert torch.equal(reconstruction.labels, torch.sort(labels).values)
+    assert float(score_batch(images, reconstruction.inputs.clamp(0, 1)).psnr.min()) >= 60
+
+
+def _tiny_network(activation: str, channels: int, seed: int = 0) -> torch.nn.Module:
+    """conv 3->channels k3 p1, activation, linear to 12 classes, on 3x8x8 inputs."""
+    torch.manual_seed(seed)
+    specs = [
+        {"type": "conv", "out_channels": channels, "kernel_size": 3, "padding": 1},
+        {"type": "act", "name": activation},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 12},
+    ]
+    return build_from_specs(specs, TINY)
+
+
+def _shrunk(images: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(images, 4)  # 32x32 -> 8x8, still natural images
+
+
+def test_a_batch_of_eight_the_audit_calls_full_rank_is_recovered_small_case(embedded):
+    """Batches of eight in small: 8x8 images of 8 distinct classes on a tiny tanh network."""
+    model = _tiny_network("tanh", 4)
+    images, labels = _distinct_class_batch(embedded, 8)
+    images = _shrunk(images)
+
+    report = fl_leak.audit(model, TINY, batch_size=8, inputs=images, labels=labels)
+    reconstruction = fl_leak.reconstruct(
+        model, true_gradients(model, images, labels), TINY, batch_size=8, attack="linear"
+    )
+
+    assert report.full_rank
+    assert torch.equal(reconstruction.labels, torch.sort(labels).values)
+    assert float(score_batch(images, reconstruction.inputs.clamp(0, 1)).psnr.min()) >= 60
+
+
+def test_a_relu_network_full_rank_at_the_data_is_recovered_small_case(embedded):
+    """The positive ReLU case in small: a tiny ReLU network the audit calls full rank at the
+    image attacked, whose inactive units give no forward rows, is recovered exactly."""
+    model = _tiny_network("relu", 12)
+    images, labels = _batch(embedded, 1)
+    images = _shrunk(images)
+
+    report = fl_leak.audit(model, TINY, batch_size=1, inputs=images, labels=labels)
+    reconstruction = fl_leak.reconstruct(
+        model, true_gradients(model, images, labels), TINY, attack="linear"
+    )
+
+    assert report.full_rank
+    assert reconstruction.layers[0].forward_equations < 12 * 8 * 8
+    assert not reconstruction.notes
     assert float(score_batch(images, reconstruction.inputs.clamp(0, 1)).psnr.min()) >= 60
 
 

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -42,7 +40,6 @@ def _stop(pids: list[int]) -> None:
         time.sleep(0.5)
 
 
-@pytest.mark.slow
 def test_flwr_run_runs_the_apps_of_pyproject(tmp_path: Path) -> None:
     home, output_dir = tmp_path / "flwr-home", tmp_path / "outputs"
     bin_dir = str(Path(sys.executable).parent)

@@ -98,3 +98,12 @@ def test_shape_mismatches_raise_clear_errors() -> None:
         match_reconstructions(a[0], a[0])
     with pytest.raises(ValueError, match="image shapes differ"):
         score_batch(a, a[:1])
+
+
+def test_ssim_of_images_smaller_than_its_window():
+    image = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    other = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    assert torch.allclose(ssim(image, image), torch.ones(2, dtype=torch.float64))
+    assert (ssim(image, other) < 0.5).all()
+    assert torch.isnan(ssim(image[..., :2, :2], other[..., :2, :2])).all()

@@ -57,6 +57,19 @@ def test_every_full_rank_network_of_the_family_is_recovered(embedded):
         assert score >= 60, f"{name}: {score:.1f} dB"
 
 
+def test_the_audit_at_the_image_predicts_exact_recovery_on_two_networks(embedded):
+    """The family check in small: one network the audit calls full rank at the image attacked,
+    recovered exactly, and one it calls deficient, not recovered (the slow test runs them all)."""
+    x, y = embedded[0]
+    verdicts = {}
+    for name in ("cnn2_c5", "cnn2_c0"):
+        model = fl_leak.build_model(name, seed=0)
+        verdicts[name] = audit(model, inputs=x[None], labels=torch.tensor([y])).full_rank
+        _, _, _, score = _attack(name, embedded, 0, "linear")
+        assert (score >= 60) == verdicts[name], f"{name}: {score:.1f} dB"
+    assert verdicts == {"cnn2_c5": True, "cnn2_c0": False}
+
+
 @pytest.mark.parametrize("name", DEFICIENT)
 def test_hybrid_improves_on_rank_deficient_networks(name, embedded):
     for index in IMAGES:

@@ -175,6 +175,29 @@ def test_a_replay_equals_the_live_run_it_was_captured_from(
     assert outcome(replayed) == outcome(live)
 
 
+def test_a_replayed_job_of_an_attack_sweep_equals_a_separate_live_run(
+    attack_sweep: Sweep, tmp_path: Path
+) -> None:
+    """The sweep-against-separate-runs check in small: one replayed job against one live run."""
+    replayed = next(job for job in attack_sweep.jobs if job.summary["capture"]["replayed"])
+    command = [
+        sys.executable,
+        "-m",
+        "fl_leak.cli.main",
+        *BASE,
+        *replayed.overrides,
+        "capture.mode=off",
+        f"hydra.run.dir={tmp_path}",
+    ]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    alone = find_jobs(tmp_path)[0]
+    assert "capture" not in alone.summary
+    assert outcome(alone) == outcome(replayed)
+
+
 @pytest.mark.slow
 def test_an_attack_sweep_equals_separate_runs(
     attack_sweep: Sweep, tmp_path_factory: pytest.TempPathFactory

@@ -8,6 +8,7 @@ in float64 and returned as float64 tensors with one value per image (shape ``ima
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ from skimage.metrics import structural_similarity
 from torch import Tensor
 
 Images = Tensor | npt.NDArray[np.floating]
+SSIM_GAUSSIAN_WINDOW = 11  # the side of the Gaussian window of sigma 1.5 (truncated at 3.5 sigma)
 
 
 def _pair(a: Images, b: Images) -> tuple[Tensor, Tensor]:
@@ -49,20 +51,24 @@ def ssim(a: Images, b: Images) -> Tensor:
     """Structural similarity of each image pair, by scikit-image.
 
     Uses the settings of Wang et al. (2004): an 11x11 Gaussian window with sigma 1.5, population
-    covariances, and data range 1, computed per channel and averaged.
+    covariances, and data range 1, computed per channel and averaged. Images smaller than the
+    window (a side under 11 pixels) use a uniform window of the largest odd size that fits; a side
+    under 3 pixels gives NaN.
     """
     a, b = _pair(a, b)
     flat_a = a.reshape(-1, *a.shape[-3:]).numpy()
     flat_b = b.reshape(-1, *b.shape[-3:]).numpy()
+    side = min(a.shape[-2:])
+    if side < 3:
+        return torch.full(a.shape[:-3], torch.nan, dtype=torch.float64)
+    window: dict[str, Any] = (
+        {"gaussian_weights": True, "sigma": 1.5}
+        if side >= SSIM_GAUSSIAN_WINDOW
+        else {"win_size": side - 1 + side % 2}
+    )
     values = [
         structural_similarity(
-            x,
-            y,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-            data_range=1.0,
-            channel_axis=0,
+            x, y, use_sample_covariance=False, data_range=1.0, channel_axis=0, **window
         )
         for x, y in zip(flat_a, flat_b, strict=True)
     ]
