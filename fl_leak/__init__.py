@@ -10,8 +10,9 @@ True
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fl_leak.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -43,15 +44,4 @@ if TYPE_CHECKING:
     from fl_leak.metrics.audit import AuditReport, audit
     from fl_leak.models import build_model, list_models
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first access (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'fl_leak' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

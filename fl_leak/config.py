@@ -12,16 +12,18 @@ data set names) or several keys together are checked by :func:`fl_leak.fl.valida
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from fl_leak.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_NAME = "config"
@@ -234,8 +236,35 @@ def register_configs() -> None:
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
 
 
+def unknown_keys(cfg: Any, schema: type = RunConfig, prefix: str = "") -> list[str]:
+    """Keys of ``cfg`` that ``schema`` does not have (added with ``+``), as dotted paths.
+
+    Free-form mappings (``attack.options``, ``defense.options``) are checked by their owners.
+    """
+    hints = get_type_hints(schema)
+    found = []
+    for key in cfg:
+        path = f"{prefix}{key}"
+        if key not in hints:
+            found.append(path)
+        elif is_dataclass(hints[key]) and isinstance(cfg[key], DictConfig):
+            found += unknown_keys(cfg[key], hints[key], f"{path}.")
+    return found
+
+
 def to_settings(cfg: Any) -> RunConfig:
-    """The ``RunConfig`` of a composed (and schema-checked) Hydra config."""
+    """The ``RunConfig`` of a composed (and schema-checked) Hydra config.
+
+    Raises :class:`ConfigError` naming any key the schema does not know (Hydra lets ``+key=value``
+    add one, which would otherwise be dropped in silence).
+    """
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(
+            "unknown settings: "
+            + ", ".join(unknown)
+            + " (see fl-leak --help, or fl-leak --cfg job for every key and its value)"
+        )
     settings = OmegaConf.to_object(cfg)
     if not isinstance(settings, RunConfig):
         raise TypeError(f"expected a config built on {SCHEMA_NAME}, got {type(settings).__name__}")

@@ -23,14 +23,38 @@ GRID_FILE = "grid_round_{round}.png"
 SCORES = ("psnr", "ssim", "mse", "label_accuracy", "seconds", "gradient_relative_error")
 
 
-def write_status(output_dir: Path, status: str, error: BaseException | None = None) -> None:
-    """Write a job's ``status.json``: ``running``, ``ok`` or ``failed`` (with ``error``)."""
+STATUSES = ("running", "ok", "partial", "failed", "interrupted")
+
+
+def write_status(
+    output_dir: Path,
+    status: str,
+    error: BaseException | None = None,
+    reason: str | None = None,
+) -> None:
+    """Write a job's ``status.json``: one of ``STATUSES``, with ``error`` or a ``reason``.
+
+    ``partial``: some updates were attacked, some failed; ``failed``: the run raised, or every
+    attack failed; ``interrupted``: stopped by a signal, outputs hold what was done.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {STATUSES}")
     content: dict[str, Any] = {"status": status}
+    if reason is not None:
+        content["reason"] = reason
     if error is not None:
         content["error"] = f"{type(error).__name__}: {error}"
         content["traceback"] = "".join(traceback.format_exception(error))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / STATUS_FILE).write_text(json.dumps(content, indent=1) + "\n")
+
+
+def outcome(ok: int, errors: int) -> str:
+    """A finished run's status from its record counts: ``ok`` (no error, also when nothing was
+    attacked), ``partial`` (some attacked, some failed) or ``failed`` (every one failed)."""
+    if not errors:
+        return "ok"
+    return "partial" if ok else "failed"
 
 
 @dataclass
@@ -45,6 +69,8 @@ class LeakRecord:
     ``defense_options`` the defense's strength (``key=value,...``); ``aggregated_clients`` is set
     when the attacked update is the aggregate of that many clients (secure aggregation: ``client``
     is None and the attacked batch holds ``aggregated_clients * batch_size`` samples).
+    ``shortfall`` says why a reconstruction fell short of exact where the audit calls the model
+    fully exposed (index 0), see :mod:`fl_leak.fl.shortfall`.
     The remaining fields repeat the run's settings, so records from many runs form one table.
     """
 
@@ -81,6 +107,7 @@ class LeakRecord:
     gradient_relative_error: float | None = None
     epsilon: float | None = None
     aggregated_clients: int | None = None
+    shortfall: str | None = None
 
     @classmethod
     def of_run(

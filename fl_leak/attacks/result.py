@@ -14,7 +14,8 @@ class LayerDiagnostics:
 
     ``deficiency_bound`` is a structural lower bound on the rank deficiency (unknowns minus
     equations, with one dependency per output channel); ``rank`` and ``deficiency`` are filled where
-    the numerical rank was computed (the audit).
+    the numerical rank was computed (the audit). ``near_kink`` counts the layer's reconstructed
+    (leaky) ReLU outputs so close to the kink that rounding decides their side.
     """
 
     index: int
@@ -32,6 +33,7 @@ class LayerDiagnostics:
     condition_estimate: float = float("nan")
     seconds: float = 0.0
     corrected: bool = False
+    near_kink: int = 0
     rank: int | None = None
     deficiency: int | None = None
 

@@ -6,8 +6,11 @@ fl-leak --multirun model=cnn2_c1,cnn2_c5 fl.local_steps=1,2,5
 fl-leak --help
 
 Writes results.jsonl, summary.json, grid_round_<r>.png and status.json into Hydra's output
-directory. In a multirun, a job that fails writes its error into status.json and returns, so the
-other jobs go on (``fl-leak-report`` lists it); a single run exits non-zero instead.
+directory. Exit codes: 0 when every update was attacked (or some were: status ``partial``, said in
+the closing line), 1 when the run failed or every attack failed, 2 for settings that cannot run
+(refused before any work, leaving no output folder), 130 when stopped by Ctrl-C or SIGTERM (the
+records so far, summary.json and status ``interrupted`` are kept). In a multirun a failed job
+writes its status and the sweep goes on (``fl-leak-report`` lists it).
 
 Only the configuration is imported before the settings are checked: ``--help``, ``--cfg job`` and
 a bad value cost little more than importing torch; Flower, Ray and the attacks load after.
@@ -16,8 +19,10 @@ a bad value cost little more than importing torch; Flower, Ray and the attacks l
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,13 +31,64 @@ from omegaconf import DictConfig
 
 from fl_leak.config import CONF_DIR, CONFIG_NAME, range_problems, register_configs, to_settings
 from fl_leak.errors import ConfigError
-from fl_leak.records import write_status
+from fl_leak.fl.interrupts import stop_on_signals
+from fl_leak.records import STATUS_FILE, write_status
 
 log = logging.getLogger("fl_leak")
+
+HYDRA_FILES = (".hydra", STATUS_FILE)  # what a job's folder holds before any work
 
 
 def _format(value: float | None, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:.3f}{unit}"
+
+
+def closing_lines(summary: dict[str, Any]) -> list[str]:
+    """What the run did, in a few lines: counts and errors, means, privacy, shortfalls."""
+    mean, attacked = summary["mean"], summary["records"]
+    if not attacked:
+        return ["no update was attacked (see fl.attack_rounds)"]
+    counts = f"{summary['ok']} of {attacked} updates attacked"
+    if summary["errors"]:
+        first = next(iter(summary["error_messages"]))
+        counts += f", {summary['errors']} errors (first: {first})"
+    lines = [
+        f"{counts}: mean PSNR {_format(mean['psnr'], ' dB')}, SSIM {_format(mean['ssim'])}, "
+        f"label accuracy {_format(mean['label_accuracy'])}; global test accuracy "
+        f"{_format(summary['test_accuracy'])}"
+    ]
+    if summary.get("max_epsilon") is not None:
+        delta = summary["config"]["defense"]["options"].get("delta")
+        suffix = "" if delta is None else f" at delta {delta:g}"
+        lines.append(f"privacy: epsilon up to {summary['max_epsilon']:.3g}{suffix} (DP-SGD)")
+    shortfalls = summary.get("shortfalls") or {}
+    if shortfalls:
+        config = summary["config"]
+        reason, count = next(iter(shortfalls.items()))
+        lines.append(
+            f"{sum(shortfalls.values())} of {summary['ok']} updates below 60 dB although the audit "
+            f"calls {config['model']} fully exposed (index 0): {reason}"
+            + ("" if count == sum(shortfalls.values()) else " (and other reasons, see records)")
+        )
+    return lines
+
+
+def remove_job_folder(output_dir: Path) -> None:
+    """Remove what Hydra and this command wrote into ``output_dir`` before any work, then the
+    folder and its parent if they are left empty (a refused run leaves nothing behind)."""
+    for name in HYDRA_FILES:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for log_file in output_dir.glob("*.log"):
+        log_file.unlink(missing_ok=True)
+    for folder in (output_dir, output_dir.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: somebody else's files stay
+            return
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
@@ -40,6 +96,7 @@ def _main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode is RunMode.MULTIRUN
+    label = f"[job {hydra_config.job.num}] " if multirun else ""
     write_status(output_dir, "running")
     try:
         settings = to_settings(cfg)
@@ -48,30 +105,30 @@ def _main(cfg: DictConfig) -> None:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
         from fl_leak.fl.orchestrator import run  # Flower, Ray and the attacks: after the checks
 
-        summary = run(settings, output_dir, multirun=multirun)
+        with stop_on_signals(output_dir):
+            summary = run(settings, output_dir, multirun=multirun)
+    except ConfigError as error:
+        print(f"fl-leak: {label}{error}", file=sys.stderr)
+        if multirun:
+            write_status(output_dir, "failed", error)
+            return
+        remove_job_folder(output_dir)
+        sys.exit(2)
     except Exception as error:  # one failed job must not stop the others of a sweep
         write_status(output_dir, "failed", error)
-        if isinstance(error, ConfigError):
-            print(f"fl-leak: {error}", file=sys.stderr)
         if multirun:
-            log.error("job %s failed, the sweep goes on: %s", output_dir, error)
+            log.error("%sjob %s failed, the sweep goes on: %s", label, output_dir, error)
             return
-        if isinstance(error, ConfigError):
-            sys.exit(2)
         raise
-    write_status(output_dir, "ok")
-    mean = summary["mean"]
-    log.info(
-        "%d updates attacked (%d errors): mean PSNR %s, SSIM %s, label accuracy %s; "
-        "global test accuracy %s",
-        summary["ok"],
-        summary["errors"],
-        _format(mean["psnr"], " dB"),
-        _format(mean["ssim"]),
-        _format(mean["label_accuracy"]),
-        _format(summary["test_accuracy"]),
-    )
-    log.info("outputs in %s", output_dir)
+    status = summary["status"]
+    lines = closing_lines(summary)
+    write_status(output_dir, status, reason=None if status == "ok" else lines[0])
+    report = log.error if status == "failed" else log.warning if status == "partial" else log.info
+    for line in lines:
+        report("%s%s", label, line)
+    log.info("%soutputs in %s (status %s)", label, output_dir, status)
+    if status == "failed" and not multirun:
+        sys.exit(1)
 
 
 def main() -> None:

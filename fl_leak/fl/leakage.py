@@ -28,6 +28,7 @@ from fl_leak.errors import FlLeakError
 from fl_leak.fl.gradients import gradient_estimate, relative_error
 from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
+from fl_leak.fl.shortfall import shortfall
 from fl_leak.fl.sink import ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
 from fl_leak.metrics import score_batch
@@ -207,6 +208,7 @@ class UpdateAttacker:
             )
             reconstruction = run_attack(self.settings, view)
             shown = self._score(record, reconstruction, oracle)
+            record.shortfall = shortfall(self.settings, record, reconstruction)
         except Exception as error:  # one failed attack must not end the run
             log.warning("round %d, client %s: attack failed: %s", server_round, client, error)
             self.sink.add(record.fail("attack", f"{type(error).__name__}: {error}"))

@@ -21,6 +21,7 @@ from time import perf_counter
 from typing import Any
 
 from fl_leak.config import RayConfig
+from fl_leak.fl.interrupts import add_cleanup, reclaim_signals, remove_cleanup
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 SHORT_TEMP = "/tmp"  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
@@ -33,6 +34,7 @@ def quiet_environment(output_dir: Path) -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Flower's state database, at import
 
 
 def keep_on_loopback() -> None:
@@ -73,11 +75,18 @@ def ray_session(config: RayConfig) -> Iterator[float]:
             prefix="ray", dir=SHORT_TEMP if os.path.isdir(SHORT_TEMP) else None
         )
         args["_temp_dir"] = temp_dir
-    start = perf_counter()
-    ray.init(**args)
-    try:
-        yield perf_counter() - start
-    finally:
+
+    def stop() -> None:
         ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+    start = perf_counter()
+    ray.init(**args)
+    reclaim_signals()
+    add_cleanup(stop)  # an interrupted run stops Ray too
+    try:
+        yield perf_counter() - start
+    finally:
+        remove_cleanup(stop)
+        stop()

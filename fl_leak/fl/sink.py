@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +21,16 @@ from typing import Any
 from torch import Tensor
 
 from fl_leak.config import RunConfig, as_plain_dict
-from fl_leak.records import GRID_FILE, RESULTS_FILE, SCORES, SUMMARY_FILE, LeakRecord, finite
+from fl_leak.fl.interrupts import add_cleanup, remove_cleanup
+from fl_leak.records import (
+    GRID_FILE,
+    RESULTS_FILE,
+    SCORES,
+    SUMMARY_FILE,
+    LeakRecord,
+    finite,
+    outcome,
+)
 from fl_leak.report.painter import GridPainter, RoundImages
 
 log = logging.getLogger(__name__)
@@ -52,12 +64,28 @@ class ResultSink:
         output_dir.mkdir(parents=True, exist_ok=True)
         self.results_path = output_dir / RESULTS_FILE
         self.results_path.write_text("")
+        self._lock = threading.Lock()  # records come from the server's thread; a stop from the main
+        self._closed = False
+        add_cleanup(self._interrupted)
+
+    def _interrupted(self) -> None:
+        """Draw the grid of the round under way, close the sink (later records are dropped) and
+        summarise what it holds."""
+        for server_round in list(self._images):
+            self._submit_grid(server_round)
+        self.write_summary(status="interrupted")
 
     def add(self, record: LeakRecord, shown: Shown | None = None) -> None:
-        """Append ``record`` to ``results.jsonl`` (flushed); keep its images for the grid."""
-        with self.results_path.open("a") as handle:
-            handle.write(json.dumps(record.as_json(), allow_nan=False) + "\n")
-        self.records.append(record)
+        """Append ``record`` to ``results.jsonl`` (flushed); keep its images for the grid.
+
+        After the summary is written (the run ended or was interrupted) records are dropped.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            with self.results_path.open("a") as handle:
+                handle.write(json.dumps(record.as_json(), allow_nan=False) + "\n")
+            self.records.append(record)
         if shown is not None:
             images = self._images.setdefault(record.round, RoundImages())
             images.originals.extend(shown.originals)
@@ -110,14 +138,27 @@ class ResultSink:
         )
 
     def write_summary(self, **extra: Any) -> Path:
-        """Finish the grids, write ``summary.json``: counts, means, per-round figures, config."""
+        """Finish the grids, write ``summary.json``: counts, means, per-round figures, config.
+
+        ``status`` is the outcome of the run (see :func:`fl_leak.records.outcome`), unless
+        ``extra`` gives it (``interrupted``).
+        """
+        remove_cleanup(self._interrupted)
+        with self._lock:
+            self._closed = True
         self._painter.finish()
         ok = [record for record in self.records if record.status == "ok"]
         final = self.rounds.get(self.settings.fl.rounds, {})
+        errors = [record for record in self.records if record.status != "ok"]
+        epsilons = [record.epsilon for record in ok if record.epsilon is not None]
         summary = {
+            "status": outcome(len(ok), len(errors)),
             "records": len(self.records),
             "ok": len(ok),
-            "errors": len(self.records) - len(ok),
+            "errors": len(errors),
+            "error_messages": _counts(f"{record.stage}: {record.error}" for record in errors),
+            "shortfalls": _counts(record.shortfall for record in ok if record.shortfall),
+            "max_epsilon": max(epsilons, default=None),
             "mean": {name: _mean([getattr(record, name) for record in ok]) for name in SCORES},
             "test_accuracy": final.get("test_accuracy"),
             "initial_test_accuracy": self.rounds.get(0, {}).get("test_accuracy"),
@@ -129,9 +170,21 @@ class ResultSink:
         path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False) + "\n")
         return path
 
+    def _submit_grid(self, server_round: int) -> None:
+        images = self._images.pop(server_round, None)
+        if images is not None:
+            path = self.output_dir / GRID_FILE.format(round=server_round)
+            grid = self._painter.submit(path, images)
+            grid.add_done_callback(partial(self._grid_done, server_round))
+
     def _grid_done(self, server_round: int, grid: Future[float]) -> None:
         if grid.exception() is None:
             self.rounds.setdefault(server_round, {})["grid_seconds"] = grid.result()
+
+
+def _counts(texts: Iterable[str | None]) -> dict[str, int]:
+    """How often each text occurs, the most frequent first."""
+    return dict(Counter(text for text in texts if text is not None).most_common())
 
 
 def _source(record: LeakRecord) -> str:

@@ -151,6 +151,7 @@ def walk(
         activation = block.activation
         leaky = isinstance(activation, LeakyReLU) and activation.slope != 0
         near_kink = activation.near_kink(x_above) if leaky else 0
+        diagnostics.near_kink = near_kink
         if near_kink:
             notes.append(
                 f"layer {block.index} ({block.activation.name}): {near_kink} reconstructed "
