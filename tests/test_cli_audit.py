@@ -7,6 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from fl_leak.config import compose
+
 
 def _audit(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -41,3 +45,40 @@ def test_unknown_model_is_named():
     result = _audit("model=resnet999")
     assert result.returncode != 0
     assert "model/resnet999" in result.stderr and "cnn6d" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("batch_sizes=[0]", "batch_sizes=[0] must list batch sizes of at least 1"),
+        ("batch_sizes=[]", "batch_sizes=[] must list batch sizes"),
+        ("max_dense=-1", "max_dense=-1 must not be negative"),
+        ("output=/no/such/folder/audit.csv", "output=/no/such/folder/audit.csv must be a file"),
+        ("+max_dens=10", "max_dens"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(override, named, tmp_path):
+    result = _audit(override)
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "auditing" not in result.stderr
+
+
+def test_help_lists_its_own_settings_and_fl_leaks_defaults():
+    result = _audit("--help")
+    assert result.returncode == 0, result.stderr
+    defaults = compose()
+    assert f"model: {defaults.model}" in result.stdout
+    assert f"name: {defaults.data.name}" in result.stdout
+    for setting in ("batch_sizes", "max_dense", "rtol", "output", "cnn6d"):
+        assert setting in result.stdout
+    for foreign in ("attack:", "defense:", "fl:", "experiment", "Configuration groups"):
+        assert foreign not in result.stdout
+
+
+def test_shape_and_classes_come_from_the_data_set_and_precision_is_stated():
+    result = _audit("model=cnn2_c0", "max_dense=0", "rtol=0")
+    assert result.returncode == 0, result.stderr
+    assert "input (3, 32, 32), 12 classes" in result.stdout  # the embedded set
+    assert "precision: rank and deficiency assume exact arithmetic" in result.stdout

@@ -3,22 +3,48 @@
 fl-leak-audit model=cnn6d
 fl-leak-audit model=lenet batch_sizes=[1,2,4,8,16] output=lenet_audit.csv
 fl-leak-audit --help
+
+Its defaults are fl-leak's: the model and data set of ``conf/config.yaml``; the input shape and
+the class count come from the data set (``input_shape``/``num_classes`` override them). Settings
+that cannot run are refused before any work, named, with exit code 2.
 """
 
 from __future__ import annotations
 
 import csv
 import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
+from fl_leak.config import CONF_DIR, DataConfig, unknown_keys
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics.audit import AuditLayer, AuditReport, audit
-from fl_leak.models import UnknownModelError, build_model
+from fl_leak.models import build_model, list_models
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_NAME = "audit"
+SCHEMA_NAME = "fl_leak_audit_schema"
+
+
+@dataclass
+class AuditCommand:
+    """The settings of ``fl-leak-audit`` (``conf/audit.yaml``)."""
+
+    model: str = "cnn2_c1"
+    data: DataConfig = field(default_factory=DataConfig)
+    input_shape: list[int] | None = None  # None: the data set's
+    num_classes: int | None = None  # None: the data set's
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    seed: int = 0
+    max_dense: int = 6000
+    rtol: float = 1e-4
+    output: str | None = None
 
 
 def deficiency_by_batch(reports: list[AuditReport]) -> str:
@@ -65,42 +91,157 @@ def write_csv(reports: list[AuditReport], model: str, path: Path) -> None:
         writer.writerows(rows)
 
 
-def run(cfg: DictConfig) -> list[AuditReport]:
-    """Audit ``cfg.model`` at every batch size of ``cfg.batch_sizes``; print the tables."""
-    model = build_model(cfg.model, tuple(cfg.input_shape), cfg.num_classes, seed=cfg.seed)
-    reports = []
-    for batch_size in cfg.batch_sizes:
-        print(f"auditing {cfg.model} at batch size {batch_size} ...", file=sys.stderr, flush=True)
-        report = audit(
-            model,
-            tuple(cfg.input_shape),
-            int(batch_size),
-            cfg.seed,
-            cfg.max_dense,
-            rtol=cfg.rtol,
+def _problems(command: AuditCommand) -> list[str]:
+    """Every setting of ``command`` that cannot run, named."""
+    found = []
+    if not command.batch_sizes or any(size < 1 for size in command.batch_sizes):
+        found.append(f"batch_sizes={command.batch_sizes} must list batch sizes of at least 1")
+    if command.max_dense < 0:
+        found.append(f"max_dense={command.max_dense} must not be negative")
+    if command.rtol < 0:
+        found.append(f"rtol={command.rtol} must not be negative")
+    if command.model not in list_models():
+        found.append(f"model={command.model!r} is unknown; known: {', '.join(list_models())}")
+    if command.output is not None:
+        output = Path(command.output)
+        if output.is_dir() or not output.parent.is_dir():
+            found.append(f"output={command.output} must be a file in an existing folder")
+    return found
+
+
+def _shape_and_classes(command: AuditCommand) -> tuple[tuple[int, ...], int]:
+    """The input shape and class count: as given, else the data set's."""
+    if command.input_shape is not None and command.num_classes is not None:
+        return tuple(command.input_shape), command.num_classes
+    from fl_leak.data import load_dataset
+
+    data = command.data
+    info = load_dataset(data.name, data.root, train=True, download=data.download).info
+    shape = tuple(command.input_shape) if command.input_shape else info.input_shape
+    classes = command.num_classes or len(info.class_names)
+    return shape, classes
+
+
+def precision_note(rtol: float) -> str:
+    """What precision the audit's verdict assumes."""
+    if rtol == 0:
+        return (
+            "precision: rank and deficiency assume exact arithmetic (float64 updates); the "
+            "numerical count was skipped (rtol=0), so a float32 update may recover less"
         )
-        print(f"\n{cfg.model}, input {tuple(cfg.input_shape)}, batch size {batch_size}")
+    return (
+        "precision: rank and deficiency assume exact arithmetic; 'numerical' counts the "
+        f"directions below {rtol:g} x the largest singular value, which a float32 update "
+        "(about 7 digits) leaves unresolved, and 'kink' the ReLU outputs whose side rounding "
+        "decides: full rank needs all three 0, and then float32 updates are recovered too"
+    )
+
+
+def run(command: AuditCommand) -> list[AuditReport]:
+    """Audit ``command.model`` at every batch size; print the tables.
+
+    Raises :class:`FlLeakError` naming every setting that cannot run, before any work.
+    """
+    problems = _problems(command)
+    if problems:
+        raise FlLeakError("invalid settings:\n  " + "\n  ".join(problems))
+    try:
+        input_shape, num_classes = _shape_and_classes(command)
+        model = build_model(command.model, input_shape, num_classes, seed=command.seed)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise FlLeakError(
+            f"model={command.model!r} on data={command.data.name!r}: {error}"
+        ) from error
+    reports = []
+    for batch_size in command.batch_sizes:
+        print(
+            f"auditing {command.model} at batch size {batch_size} ...", file=sys.stderr, flush=True
+        )
+        report = audit(
+            model, input_shape, batch_size, command.seed, command.max_dense, rtol=command.rtol
+        )
+        shape = f"input {input_shape}, {num_classes} classes"
+        print(f"\n{command.model}, {shape}, batch size {batch_size}")
         print(report.table(), flush=True)
         reports.append(report)
     if len(reports) > 1:
         print("\n" + deficiency_by_batch(reports))
-    if cfg.output:
-        write_csv(reports, cfg.model, Path(cfg.output))
-        print(f"\nwrote {cfg.output}")
+    print("\n" + precision_note(command.rtol))
+    if command.output:
+        write_csv(reports, command.model, Path(command.output))
+        print(f"\nwrote {command.output}")
     return reports
 
 
-@hydra.main(config_path=CONF, config_name="audit", version_base="1.3")
+HELP = """fl-leak-audit: per-layer solvability and the security index of an architecture (no data
+is attacked; the audit probes the model at a seeded random input).
+
+Usage: fl-leak-audit [key=value ...]
+  fl-leak-audit model=cnn6d
+  fl-leak-audit model=lenet batch_sizes=[1,2,4,8,16] output=lenet_audit.csv
+
+Settings, with the values these overrides give:
+{config}
+
+  model        the network (fl-leak's model group):
+{models}
+  data         the data set whose input shape and class count the model takes:
+{datasets}
+  input_shape, num_classes   override the data set's
+  batch_sizes  one table per batch size, then deficiency per layer against batch size
+  seed         the model's weights and the probe input
+  max_dense    exact SVD rank while min(rows, unknowns) <= max_dense, else a structural bound
+  rtol         count singular values below rtol x the largest ('numerical'; 0 skips it)
+  output       a CSV with one row per (batch size, layer)
+"""
+
+
+def help_text(overrides: Sequence[str]) -> str:
+    """The command's help: its own settings only, with the values ``overrides`` give."""
+    from fl_leak.data import list_datasets
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    return HELP.format(
+        config=textwrap.indent(OmegaConf.to_yaml(config).rstrip(), "  "),
+        models=_listing(list_models()),
+        datasets=_listing(list_datasets()),
+    )
+
+
+def _listing(names: Sequence[str]) -> str:
+    return textwrap.fill(
+        ", ".join(names), width=98, initial_indent=" " * 15, subsequent_indent=" " * 15
+    )
+
+
+def register_schema() -> None:
+    """Store :class:`AuditCommand` in Hydra's ConfigStore (``conf/audit.yaml`` extends it)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=AuditCommand)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
-    except (FlLeakError, UnknownModelError) as error:
+        unknown = unknown_keys(cfg, AuditCommand)
+        if unknown:
+            raise FlLeakError(f"unknown settings: {', '.join(unknown)} (see fl-leak-audit --help)")
+        command = OmegaConf.to_object(cfg)
+        assert isinstance(command, AuditCommand)
+        run(command)
+    except FlLeakError as error:
         print(f"fl-leak-audit: {error}", file=sys.stderr)
         sys.exit(2)
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point; ``--help`` shows this command's settings only."""
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        overrides = [arg for arg in sys.argv[1:] if arg not in ("--help", "-h")]
+        print(help_text(overrides))
+        return
+    register_schema()
     _main()
 
 
