@@ -50,11 +50,12 @@ def write_status(
 
 
 def outcome(ok: int, errors: int) -> str:
-    """A finished run's status from its record counts: ``ok`` (no error, also when nothing was
-    attacked), ``partial`` (some attacked, some failed) or ``failed`` (every one failed)."""
-    if not errors:
-        return "ok"
-    return "partial" if ok else "failed"
+    """A finished run's status from its record counts: ``ok`` (every update attacked),
+    ``partial`` (some attacked, some failed) or ``failed`` (every one failed, or none arrived:
+    every run attacks at least one round)."""
+    if ok and errors:
+        return "partial"
+    return "ok" if ok else "failed"
 
 
 @dataclass

@@ -139,6 +139,14 @@ def test_parallel_jobs_ran_at_once_each_with_its_own_ray(grid: Sweep) -> None:
     assert overlapping, spans
 
 
+def test_parallel_jobs_label_their_log_lines(grid: Sweep) -> None:
+    lines = [line for line in grid.console.splitlines() if "[fl_leak" in line]
+    labels = {re.search(r"\[job (\d+)\]", line).group(1) for line in lines if "[job " in line}
+
+    assert lines and all("[job " in line for line in lines), lines[:5]
+    assert labels == {"0", "1", "2", "3"}
+
+
 def test_an_attack_sweep_runs_flower_once_and_replays_the_rest(
     attack_sweep: Sweep, capture_dir: Path
 ) -> None:

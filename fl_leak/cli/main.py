@@ -47,7 +47,7 @@ def closing_lines(summary: dict[str, Any]) -> list[str]:
     """What the run did, in a few lines: counts and errors, means, privacy, shortfalls."""
     mean, attacked = summary["mean"], summary["records"]
     if not attacked:
-        return ["no update was attacked (see fl.attack_rounds)"]
+        return ["no update reached the server: no client replied (see fl.round_timeout)"]
     counts = f"{summary['ok']} of {attacked} updates attacked"
     if summary["errors"]:
         first = next(iter(summary["error_messages"]))
@@ -71,6 +71,20 @@ def closing_lines(summary: dict[str, Any]) -> list[str]:
             + ("" if count == sum(shortfalls.values()) else " (and other reasons, see records)")
         )
     return lines
+
+
+class JobLabel(logging.Filter):
+    """Starts every log line of a sweep's job with ``[job N]``: parallel jobs share a console."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.__dict__.get("job_labelled"):  # once, whatever the number of handlers
+            record.msg = f"{self.label}{record.msg}"
+            record.__dict__["job_labelled"] = True
+        return True
 
 
 def remove_job_folder(output_dir: Path) -> None:
@@ -97,12 +111,16 @@ def _main(cfg: DictConfig) -> None:
     output_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode is RunMode.MULTIRUN
     label = f"[job {hydra_config.job.num}] " if multirun else ""
+    if multirun:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(JobLabel(label))
     write_status(output_dir, "running")
     try:
         settings = to_settings(cfg)
         problems = range_problems(settings)
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # Flower's database, at import
         from fl_leak.fl.orchestrator import run  # Flower, Ray and the attacks: after the checks
 
         with stop_on_signals(output_dir):
@@ -116,17 +134,23 @@ def _main(cfg: DictConfig) -> None:
         sys.exit(2)
     except Exception as error:  # one failed job must not stop the others of a sweep
         write_status(output_dir, "failed", error)
+        log.error(
+            "the run failed: %s: %s (traceback in %s)",
+            type(error).__name__,
+            error,
+            output_dir / STATUS_FILE,
+        )
         if multirun:
-            log.error("%sjob %s failed, the sweep goes on: %s", label, output_dir, error)
+            log.error("job %s failed, the sweep goes on", output_dir)
             return
-        raise
+        sys.exit(1)
     status = summary["status"]
     lines = closing_lines(summary)
     write_status(output_dir, status, reason=None if status == "ok" else lines[0])
     report = log.error if status == "failed" else log.warning if status == "partial" else log.info
     for line in lines:
-        report("%s%s", label, line)
-    log.info("%soutputs in %s (status %s)", label, output_dir, status)
+        report(line)
+    log.info("outputs in %s (status %s)", output_dir, status)
     if status == "failed" and not multirun:
         sys.exit(1)
 

@@ -39,7 +39,11 @@ def _read(name: str, reader: Callable[..., T], root: Path, train: bool, download
     try:
         return reader(root, train=train, download=download)
     except RuntimeError as err:
-        raise RuntimeError(f"cannot load {name!r} from {root}: {err}") from err
+        reason = str(err).split(". You can use download=True")[0]
+        raise RuntimeError(
+            f"cannot load {name!r} from {root}: {reason}; set data.root to the folder that holds "
+            "its files, or data.download=true to let torchvision download them"
+        ) from err
 
 
 def _cifar_loader(name: str, reader: type[CIFAR10]) -> Callable[..., ImageDataset]:

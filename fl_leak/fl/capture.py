@@ -40,6 +40,7 @@ from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.sink import ResultSink
+from fl_leak.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def replay(
         attack_start = perf_counter()
         updates = [update for update in source.updates if update.round == server_round]
         sent = source.sent(server_round) if any(u.file for u in updates) else ArrayRecord()
-        for update in updates:
+        for update in progress(updates, f"round {server_round}: attacking updates"):
             if update.error is not None:
                 attacker.client_failed(server_round, update.client, update.error)
                 continue

@@ -14,6 +14,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl_leak.fl.identity import ClientDirectory
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.oracle import take_oracle
+from fl_leak.progress import progress
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MESSAGE = "Message: "
@@ -70,7 +71,8 @@ class MaliciousFedAvg(FedAvg):
 
         replies.sort(key=order)  # arrival order varies; the aggregate's rounding must not
         attacked = self.attacker.attacks(server_round)
-        for reply in replies:
+        described = f"round {server_round}: attacking updates" if attacked else "round"
+        for reply in progress(replies, described):
             client = partitions.get(reply.metadata.src_node_id)
             oracle = take_oracle(reply)
             if not attacked:
