@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import check_gradients, check_input_shape
-from fl_leak.attacks.result import Reconstruction
+from fl_leak.attacks.result import Reconstruction, RestartDiagnostics
 from fl_leak.errors import FlLeakError
 
 logger = logging.getLogger("fl_leak.attacks.baselines")
@@ -265,6 +265,17 @@ class RestartResult:
     iterations: int = 0
     early_stop: bool = False
     diverged: bool = False
+    seconds: float = 0.0
+
+    def diagnostics(self) -> RestartDiagnostics:
+        """The restart's course as the result's structured record."""
+        return RestartDiagnostics(
+            final_objective=self.loss,
+            iterations=self.iterations,
+            early_stop=self.early_stop,
+            diverged=self.diverged,
+            seconds=self.seconds,
+        )
 
     @property
     def inputs(self) -> Tensor:
@@ -344,6 +355,7 @@ def run_restart(
         if final < result.loss:
             result.best, result.loss = _snapshot(variables), final
     result.iterations = iteration
+    result.seconds = time.perf_counter() - start
     logger.info(
         "%s restart %d done: %d iterations, best loss %.6e%s%s",
         attack,
@@ -397,7 +409,8 @@ def best_reconstruction(
     seconds: float,
     recovered: bool,
 ) -> Reconstruction:
-    """The restart with the lowest objective as a :class:`Reconstruction`, with notes."""
+    """The restart with the lowest objective as a :class:`Reconstruction`: every restart's
+    :class:`~fl_leak.attacks.result.RestartDiagnostics`, the best one's position, and notes."""
     best_index = min(range(len(results)), key=lambda k: results[k].loss)
     best = results[best_index]
     if best.label_logits is not None:
@@ -424,6 +437,8 @@ def best_reconstruction(
         seconds=seconds,
         labels_recovered=recovered,
         notes=notes,
+        restarts=[result.diagnostics() for result in results],
+        best_restart=best_index,
     )
 
 
