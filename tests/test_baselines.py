@@ -19,15 +19,6 @@ from tests.conftest import true_gradients
 CLASSES = 12  # the embedded set's
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on 2 shared cores, two threads run double backward far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _update(name, embedded, indices, train=True):
     model = fl_leak.build_model(name, num_classes=CLASSES, seed=0)
     model.train(train)
