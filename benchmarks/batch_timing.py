@@ -38,6 +38,7 @@ import fl_leak
 from fl_leak.attacks.linear.attack import run_walk
 from fl_leak.data import load_dataset
 from fl_leak.metrics import score_batch
+from fl_leak.threads import torch_threads
 
 
 def dense_solves(systems, max_bytes: float, device: str) -> tuple[float | None, str]:
@@ -74,7 +75,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads for the matrix-free solves"
+        "--threads", type=int, default=1, help="torch threads for the matrix-free walk"
     )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -82,7 +83,8 @@ def main() -> None:
     data = load_dataset("embedded")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(
-        f"device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"device {args.device}, torch threads {torch.get_num_threads()} "
+        f"(walk: {args.threads}), "
         f"dense cap {args.max_dense_gb:g} GB",
         flush=True,
     )
@@ -102,15 +104,10 @@ def main() -> None:
                 F.cross_entropy(model(images), labels), list(model.parameters())
             )
             start = time.perf_counter()
-            _, result, found, _ = run_walk(
-                model,
-                gradients,
-                (3, 32, 32),
-                batch_size,
-                None,
-                threads=args.threads,
-                device=args.device,
-            )
+            with torch_threads(args.threads):
+                _, result, found, _ = run_walk(
+                    model, gradients, (3, 32, 32), batch_size, None, device=args.device
+                )
             walk_seconds = time.perf_counter() - start
             matrix_free = sum(layer.seconds for layer in result.layers[:-1])
             dense, dense_cell = dense_solves(result.systems, args.max_dense_gb * 2**30, args.device)

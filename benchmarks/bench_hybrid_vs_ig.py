@@ -39,10 +39,12 @@ def _score(reconstruction: Tensor, original: Tensor) -> float:
 
 def hybrid_curve(model, gradients, original) -> Curve:
     """The solve alone, then the solve with corrections of increasing length (``hybrid``)."""
-    solve = fl_leak.reconstruct(model, gradients, attack="linear")
+    solve = fl_leak.reconstruct(model, gradients, attack="linear", threads=None)
     curve = [(solve.seconds, _score(solve.inputs, original))]
     for length in CORRECTION_LENGTHS:
-        rec = fl_leak.reconstruct(model, gradients, attack="hybrid", iterations=length)
+        rec = fl_leak.reconstruct(
+            model, gradients, attack="hybrid", iterations=length, threads=None
+        )
         curve.append((rec.seconds, _score(rec.inputs, original)))
         if not rec.layers[0].corrected:  # every layer full rank: no correction to lengthen
             break
@@ -58,7 +60,13 @@ def ig_curve(model, gradients, original, iterations: int) -> tuple[Curve, float,
             curve.append((progress.seconds, _score(progress.inputs, original)))
 
     rec = fl_leak.reconstruct(
-        model, gradients, attack="ig", iterations=iterations, callback=record, log_every=None
+        model,
+        gradients,
+        attack="ig",
+        iterations=iterations,
+        callback=record,
+        log_every=None,
+        threads=None,  # the count --threads set
     )
     final = _score(rec.inputs, original)
     curve.append((rec.seconds, final))  # what it returns: the best-objective iterate, at the end

@@ -41,12 +41,36 @@ class LayerDiagnostics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RestartDiagnostics:
+    """How one restart of an optimisation attack (``ig``, ``dlg``) ended.
+
+    ``final_objective`` is the lowest objective the restart reached, that of the iterate it
+    returns (after the last step included); ``iterations`` the steps it took; ``early_stop``
+    whether it stopped on a stalled objective (``patience``) before ``iterations``; ``diverged``
+    whether it stopped on a non-finite objective; ``seconds`` its wall-clock time.
+    """
+
+    final_objective: float
+    iterations: int
+    early_stop: bool
+    diverged: bool
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class Reconstruction:
     """Result of :func:`fl_leak.reconstruct`.
 
     ``inputs`` has shape ``(B, *input_shape)`` in the model's input space; ``labels`` has shape
     ``(B,)``; ``layers`` lists the weight layers from the input up (empty for optimisation attacks).
+    ``restarts`` lists an optimisation attack's restarts in the order they ran, and
+    ``best_restart`` is the position in that list of the one returned (the lowest
+    ``final_objective``); both are empty/``None`` for the linear attacks. ``notes`` say the same
+    and more for people to read; code reads the fields.
     """
 
     inputs: Tensor
@@ -56,3 +80,5 @@ class Reconstruction:
     seconds: float = 0.0
     labels_recovered: bool = True
     notes: list[str] = field(default_factory=list)
+    restarts: list[RestartDiagnostics] = field(default_factory=list)
+    best_restart: int | None = None

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
-from fl_leak.attacks.linear.solver import torch_threads
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.defenses import EPSILON_METRIC, build_defense
@@ -33,6 +32,7 @@ from fl_leak.fl.sink import ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
 from fl_leak.metrics import score_batch
 from fl_leak.records import LeakRecord
+from fl_leak.threads import torch_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

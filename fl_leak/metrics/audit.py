@@ -64,6 +64,7 @@ from fl_leak.attacks.linear.last_layer import numerical_rank
 from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
+from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 
 @dataclass
@@ -255,9 +256,9 @@ def _last_layer_row(block: Block, batch_size: int, rtol: float) -> AuditLayer:
     """The last layer: ``B`` inputs from the row space of its weight gradient ``G = D^T X``."""
     start = time.perf_counter()
     gradient = block.weight_gradient
-    features = gradient.shape[1]
+    classes, features = gradient.shape
     singular = torch.linalg.svdvals(gradient)
-    rank = min(batch_size, numerical_rank(singular, tuple(gradient.shape)))
+    rank = min(batch_size, numerical_rank(singular, (classes, features)))
     strong = min(batch_size, int((singular > rtol * singular[0]).sum()))
     condition = float(singular[0] / singular[rank - 1]) if rank else math.inf
     return AuditLayer(
@@ -288,6 +289,7 @@ def audit(
     labels: Tensor | None = None,
     rtol: float = 1e-4,
     kink_tol: float = KINK,
+    threads: int | None = DEFAULT_THREADS,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -315,7 +317,28 @@ def audit(
     kink_tol
         At a data probe, (leaky) ReLU outputs within ``kink_tol`` times their layer's largest of
         the kink count in ``near_kink`` (module docstring); 0 skips the count.
+    threads
+        Torch intra-op threads for the whole audit (probes, solves, SVDs; see
+        :mod:`fl_leak.threads`); ``None`` keeps torch's setting.
     """
+    with torch_threads(threads):
+        return _audit(
+            model, input_shape, batch_size, seed, max_dense, inputs, labels, rtol, kink_tol
+        )
+
+
+def _audit(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    seed: int,
+    max_dense: int,
+    inputs: Tensor | None,
+    labels: Tensor | None,
+    rtol: float,
+    kink_tol: float,
+) -> AuditReport:
+    """:func:`audit`'s work, inside its thread setting."""
     probe = probe_layers(
         model, input_shape, batch_size, seed, scaled=True, inputs=inputs, labels=labels
     )

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import check_gradients, check_input_shape
-from fl_leak.attacks.result import Reconstruction
+from fl_leak.attacks.result import Reconstruction, RestartDiagnostics
 from fl_leak.errors import FlLeakError
+from fl_leak.threads import DEFAULT_THREADS, check_threads, torch_threads
 
 logger = logging.getLogger("fl_leak.attacks.baselines")
 
@@ -87,6 +88,9 @@ class MatchingOptions:
         Where the optimisation runs (the model is copied there).
     dtype : "float32", "float64", torch.dtype or None
         Precision of the model copy and the inputs; ``None`` keeps the model's.
+    threads : int or None
+        Torch intra-op threads for the whole attack (:mod:`fl_leak.threads`); ``None`` keeps
+        torch's setting.
     """
 
     iterations: int = 1000
@@ -101,6 +105,7 @@ class MatchingOptions:
     seed: int = 0
     device: str | torch.device = "cpu"
     dtype: str | torch.dtype | None = None
+    threads: int | None = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         check_positive_int("iterations", self.iterations)
@@ -124,6 +129,7 @@ class MatchingOptions:
             raise FlLeakError(f"callback must be callable, got {self.callback!r}")
         if self.dtype is not None:
             torch_dtype(self.dtype)
+        check_threads(self.threads)
 
 
 def check_positive_int(name: str, value: object, optional: bool = False) -> None:
@@ -265,6 +271,17 @@ class RestartResult:
     iterations: int = 0
     early_stop: bool = False
     diverged: bool = False
+    seconds: float = 0.0
+
+    def diagnostics(self) -> RestartDiagnostics:
+        """The restart's course as the result's structured record."""
+        return RestartDiagnostics(
+            final_objective=self.loss,
+            iterations=self.iterations,
+            early_stop=self.early_stop,
+            diverged=self.diverged,
+            seconds=self.seconds,
+        )
 
     @property
     def inputs(self) -> Tensor:
@@ -344,6 +361,7 @@ def run_restart(
         if final < result.loss:
             result.best, result.loss = _snapshot(variables), final
     result.iterations = iteration
+    result.seconds = time.perf_counter() - start
     logger.info(
         "%s restart %d done: %d iterations, best loss %.6e%s%s",
         attack,
@@ -397,7 +415,8 @@ def best_reconstruction(
     seconds: float,
     recovered: bool,
 ) -> Reconstruction:
-    """The restart with the lowest objective as a :class:`Reconstruction`, with notes."""
+    """The restart with the lowest objective as a :class:`Reconstruction`: every restart's
+    :class:`~fl_leak.attacks.result.RestartDiagnostics`, the best one's position, and notes."""
     best_index = min(range(len(results)), key=lambda k: results[k].loss)
     best = results[best_index]
     if best.label_logits is not None:
@@ -424,6 +443,8 @@ def best_reconstruction(
         seconds=seconds,
         labels_recovered=recovered,
         notes=notes,
+        restarts=[result.diagnostics() for result in results],
+        best_restart=best_index,
     )
 
 
@@ -441,14 +462,18 @@ def run_attack(
     labels: Tensor | None,
     options: Mapping[str, Any],
 ) -> Reconstruction:
-    """Parse the options, set up the problem, ``run`` every restart and return the best one."""
+    """Parse the options, set up the problem, ``run`` every restart and return the best one.
+
+    Everything after parsing runs with ``threads`` torch intra-op threads (:mod:`fl_leak.threads`).
+    """
     parsed = parse_options(options_type, attack, options)
     start = time.perf_counter()
-    problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
-    results = [
-        run(problem, parsed, restart, variables)
-        for restart, variables in random_starts(problem, parsed)
-    ]
+    with torch_threads(parsed.threads):
+        problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
+        results = [
+            run(problem, parsed, restart, variables)
+            for restart, variables in random_starts(problem, parsed)
+        ]
     return best_reconstruction(
         attack, problem, results, time.perf_counter() - start, labels is None
     )

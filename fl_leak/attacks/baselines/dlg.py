@@ -113,7 +113,9 @@ def dlg_attack(
     ``iterations`` (300), ``lr`` (1.0), ``max_evaluations`` (20), ``history_size`` (100),
     ``line_search`` ("strong_wolfe" or None), ``restarts`` (1), ``input_range`` (None),
     ``label_strategy`` ("joint"), ``patience`` (None), ``tolerance`` (1e-4), ``log_every`` (10),
-    ``callback`` (None), ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's).
+    ``callback`` (None), ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's),
+    ``threads`` (1: torch intra-op threads for the whole call, None keeps torch's setting; see
+    :mod:`fl_leak.threads`).
     """
     return run_attack(
         "dlg", DLGOptions, _restart, model, gradients, input_shape, batch_size, labels, options

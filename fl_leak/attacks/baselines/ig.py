@@ -132,7 +132,8 @@ def ig_attack(
     ``iterations`` (4800), ``lr`` (0.1), ``lr_decay`` (True), ``signed`` (True), ``tv_weight``
     (0.1), ``restarts`` (1), ``input_range`` ((0, 1)), ``label_strategy`` ("recover"),
     ``patience`` (None), ``tolerance`` (1e-4), ``log_every`` (500), ``callback`` (None),
-    ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's).
+    ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's), ``threads`` (1: torch
+    intra-op threads for the whole call, None keeps torch's setting; see :mod:`fl_leak.threads`).
     """
     return run_attack(
         "ig", IGOptions, _restart, model, gradients, input_shape, batch_size, labels, options

@@ -17,6 +17,7 @@ from fl_leak.attacks.linear.walk import LayerHook, WalkResult, last_layer_of, wa
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
+from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 
 def prepare(
@@ -49,7 +50,6 @@ def run_walk(
     labels: Tensor | None,
     tolerance: float = 1e-10,
     max_iterations: int = 20_000,
-    threads: int | None = 1,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     hook: LayerHook | None = None,
@@ -62,7 +62,7 @@ def run_walk(
     last = None
     if recovered and batch_size > 1:
         last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
-    options = SolverOptions(tolerance, max_iterations, threads)
+    options = SolverOptions(tolerance, max_iterations)
     result = walk(chain, labels, options, hook=hook, last_solution=last)
     return chain, result, labels, recovered
 
@@ -74,18 +74,20 @@ def linear_attack(
     input_shape: tuple[int, ...],
     batch_size: int = 1,
     labels: Tensor | None = None,
+    threads: int | None = DEFAULT_THREADS,
     **options: Any,
 ) -> Reconstruction:
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
     Options: ``tolerance`` (LSMR's atol and btol, default 1e-10), ``max_iterations`` (20,000),
-    ``threads`` (torch threads during each solve, 1; None keeps torch's setting),
-    ``dtype`` (torch.float64), ``device`` ("cpu").
+    ``dtype`` (torch.float64), ``device`` ("cpu"), ``threads`` (torch intra-op threads for the
+    whole call, 1; None keeps torch's setting; see :mod:`fl_leak.threads`).
     """
     start = time.perf_counter()
-    _, result, labels, recovered = run_walk(
-        model, gradients, input_shape, batch_size, labels, **options
-    )
+    with torch_threads(threads):
+        _, result, labels, recovered = run_walk(
+            model, gradients, input_shape, batch_size, labels, **options
+        )
     return Reconstruction(
         inputs=result.inputs[0].detach().cpu(),
         labels=labels,

@@ -15,9 +15,10 @@ from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
+from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 CORRECT_MODES = ("auto", "always", "never")
-SOLVER_KEYS = ("tolerance", "max_iterations", "threads", "dtype", "device")
+SOLVER_KEYS = ("tolerance", "max_iterations", "dtype", "device")
 NULL_SPACE_SHARE = 1e-3  # above it, a structurally full-rank layer is numerically deficient
 
 
@@ -29,6 +30,7 @@ def hybrid_attack(
     batch_size: int = 1,
     labels: Tensor | None = None,
     correct: str = "auto",
+    threads: int | None = DEFAULT_THREADS,
     **options: Any,
 ) -> Reconstruction:
     """Linear walk plus correction of the input by gradient matching (Chen & Campbell's hybrid).
@@ -37,8 +39,10 @@ def hybrid_attack(
     numerically: a null-space probe of each structurally full-rank layer, see
     :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
-    ``"always"`` and ``"never"`` force the choice. Other options: the linear attack's
-    (``tolerance``, ``max_iterations``, ``dtype``, ``device``) and the fields of
+    ``"always"`` and ``"never"`` force the choice. ``threads``: torch intra-op threads for the
+    whole call, solves and correction (1; None keeps torch's setting; see
+    :mod:`fl_leak.threads`). Other options: the linear attack's (``tolerance``,
+    ``max_iterations``, ``dtype``, ``device``) and the fields of
     :class:`~fl_leak.attacks.correction.CorrectionOptions` (``iterations``, ``lr``,
     ``cos_weight``, ``residual_weight``, ``tv_weight``, ``input_range``).
     """
@@ -47,6 +51,25 @@ def hybrid_attack(
     start = time.perf_counter()
     solver = {key: options.pop(key) for key in SOLVER_KEYS if key in options}
     correction = CorrectionOptions(**options)
+    with torch_threads(threads):
+        reconstruction = _hybrid(
+            model, gradients, input_shape, batch_size, labels, correct, solver, correction
+        )
+    reconstruction.seconds = time.perf_counter() - start
+    return reconstruction
+
+
+def _hybrid(
+    model: nn.Module,
+    gradients: Sequence[Tensor],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    labels: Tensor | None,
+    correct: str,
+    solver: dict[str, Any],
+    correction: CorrectionOptions,
+) -> Reconstruction:
+    """The walk, the decision to correct and the correction (``seconds`` left to the caller)."""
     chain, result, labels, recovered = run_walk(
         model, gradients, input_shape, batch_size, labels, **solver
     )
@@ -81,7 +104,6 @@ def hybrid_attack(
         labels=labels,
         layers=result.layers,
         attack="hybrid",
-        seconds=time.perf_counter() - start,
         labels_recovered=recovered,
         notes=notes,
     )
@@ -90,7 +112,7 @@ def hybrid_attack(
 def _numerically_exact(systems: list, solver: dict[str, Any], notes: list[str]) -> list[bool]:
     """Per layer, whether the null-space probe finds it full rank; notes the layers it does not."""
     options = SolverOptions(
-        **{key: solver[key] for key in ("tolerance", "max_iterations", "threads") if key in solver}
+        **{key: solver[key] for key in ("tolerance", "max_iterations") if key in solver}
     )
     exact = []
     for index, system in enumerate(systems):

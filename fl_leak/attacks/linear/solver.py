@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,27 +40,13 @@ class SolveReport:
 class SolverOptions:
     """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``.
 
-    ``threads`` is torch's intra-op thread count during the solve: each iteration runs a few small
-    convolutions, for which one thread is fastest and, on a busy machine, far steadier (thread
-    synchronisation then dominates); ``None`` keeps torch's setting (large inputs). LSMR's own
-    vector updates always run on one BLAS thread (see ``solve_layer``).
+    Torch's thread count is not set here: the attack or audit that runs the solve sets it for its
+    whole call (the ``threads`` option, :mod:`fl_leak.threads`). LSMR's own vector updates always
+    run on one BLAS thread (see ``solve_layer``).
     """
 
     tolerance: float = 1e-10
     max_iterations: int = 20_000
-    threads: int | None = 1
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, restoring the previous count."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def solve_layer(
@@ -81,11 +65,11 @@ def solve_layer(
     """
     start = time.perf_counter()
     operator = system.as_scipy()
-    rhs = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
-    with threadpool_limits(limits=1, user_api="blas"), torch_threads(options.threads):
+    vector = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
+    with threadpool_limits(limits=1, user_api="blas"):
         result = lsmr(
             operator,
-            rhs,
+            vector,
             atol=options.tolerance,
             btol=options.tolerance,
             conlim=1e16,
@@ -106,7 +90,7 @@ def solve_layer(
 
 def largest_singular_value(system: LayerSystem, seed: int = 0) -> float:
     """The largest singular value of ``U`` (scaled rows), by ARPACK on the matrix-free operator."""
-    with threadpool_limits(limits=1, user_api="blas"), torch_threads(1):
+    with threadpool_limits(limits=1, user_api="blas"):
         values = svds(
             system.as_scipy(), k=1, tol=1e-3, random_state=seed, return_singular_vectors=False
         )
