@@ -243,7 +243,8 @@ def test_defense_sweeps_get_utility_columns_and_a_privacy_utility_plot(tmp_path:
     summary = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert summary.set_index("defense")["test_accuracy"].to_dict() == {"none": 0.30, "prune": 0.28}
     assert summary.set_index("defense")["psnr_mean"].to_dict() == {"none": 120.0, "prune": 20.0}
-    assert "privacy_utility.png" in {path.name for path in report.files}
+    names = {path.name for path in report.files}
+    assert {"privacy_utility.png", "psnr_by_attack_and_model.png"} <= names  # a row per defense
     assert imread(tmp_path / "report" / "privacy_utility.png").shape[1] > 500
 
 

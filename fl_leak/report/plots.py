@@ -445,14 +445,15 @@ def _plan(
         "PSNR per model (a row per model and value of the other categorical settings that "
         "vary) and attack (a colour each): every successful record, the mean and its spread"
     )
-    pairs = table[["attack", "model"]].drop_duplicates()
+    rows = ["model", *(key for key in categorical if key not in ("attack", "model"))]
+    points = table[["attack", *rows]].astype(str).drop_duplicates()
     name = "psnr_by_attack_and_model.png"
-    if len(pairs) < 2:
-        plans.append((PlotOutcome(name, about, reason="one attack and one model only"), None))
+    if len(points) < 2:
+        reason = "one attack and one model only, and no other categorical setting varies"
+        plans.append((PlotOutcome(name, about, reason=reason), None))
     elif none_ok:
         plans.append((PlotOutcome(name, about, reason="no successful record with a PSNR"), None))
     else:
-        rows = ["model", *(key for key in categorical if key not in ("attack", "model"))]
         plot = partial(attack_model_figure, table, numeric, rows)
         plans.append((PlotOutcome(name, about), plot))
 
