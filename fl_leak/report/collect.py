@@ -125,3 +125,35 @@ def rank_correlations(table: pd.DataFrame) -> pd.DataFrame:
         result = spearmanr(group["audit_index"], group["psnr"])
         rows.append([attack, batch_size, len(group), float(result.statistic), float(result.pvalue)])
     return pd.DataFrame(rows, columns=columns)
+
+
+ROUND_COLUMNS = ("job", "overrides", "round", "test_accuracy", "test_loss")
+
+
+def rounds_table(jobs: Sequence[Job]) -> pd.DataFrame:
+    """One row per round of every job's ``summary.json`` ``rounds`` list: the job, its
+    overrides (one column per key), then the round's figures (round 0: the initial model)."""
+    rows = []
+    for job in jobs:
+        entries = (job.summary or {}).get("rounds") or []
+        for entry in entries:
+            if isinstance(entry, dict) and "round" in entry:
+                rows.append(
+                    {
+                        "job": job.name,
+                        "overrides": " ".join(job.overrides),
+                        **{key: value for key, value in job.settings.items() if key not in entry},
+                        **entry,
+                    }
+                )
+    if not rows:
+        return pd.DataFrame(columns=list(ROUND_COLUMNS))
+    table = pd.DataFrame(rows)
+    first = [column for column in ROUND_COLUMNS if column in table.columns]
+    settings = [column for column in table.columns if column not in first and column in _keys(jobs)]
+    rest = [column for column in table.columns if column not in first and column not in settings]
+    return table[[*first[:2], *settings, *first[2:], *rest]]
+
+
+def _keys(jobs: Sequence[Job]) -> set[str]:
+    return {key for job in jobs for key in job.settings}

@@ -4,7 +4,9 @@ Every ``fl-leak`` job writes ``status.json`` in its output directory (``running`
 then ``ok`` or ``failed`` with the error), beside Hydra's ``.hydra/overrides.yaml``; a job without
 one (written before it existed) counts as finished when it wrote ``summary.json``. A job is any
 directory under the root that holds ``.hydra/overrides.yaml``; one that failed, never finished or
-left no records is kept with the reason, never dropped.
+left no records is kept with the reason, never dropped. A line of ``results.jsonl`` that is not
+JSON (a job killed while writing it) is skipped and counted; a ``status.json``, ``summary.json``
+or overrides file that cannot be read makes the job ``unreadable``, with the reason.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from fl_leak.records import RESULTS_FILE, STATUS_FILE, SUMMARY_FILE
+from fl_leak.report.inputs import OVERRIDES_FILE
 
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+__all__ = ["OVERRIDES_FILE", "Job", "find_jobs", "load_job"]
 
 
 @dataclass
@@ -33,12 +36,13 @@ class Job:
     status: str
     error: str | None
     summary: dict[str, Any] | None
+    skipped_lines: int = 0
 
     @property
     def failure(self) -> str | None:
         """Why the job counts as failed (``None`` when it completed with records)."""
-        if self.status == "failed":
-            return self.error or "failed"
+        if self.status in ("failed", "unreadable"):
+            return self.error or self.status
         if self.status != "ok":
             return f"did not finish (status {self.status})"
         if not self.records:
@@ -52,28 +56,53 @@ class Job:
         return {override.key_or_group: override.value() for override in parsed}
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of ``path`` (none when it is missing) and how many lines were not JSON."""
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [], 0
+    records, skipped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            skipped += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_job(directory: Path, root: Path) -> Job:
     """The job whose output directory is ``directory`` (a multirun's subfolder, or a run)."""
-    overrides = yaml.safe_load((directory / OVERRIDES_FILE).read_text()) or []
-    status_path = directory / STATUS_FILE
-    status = json.loads(status_path.read_text()) if status_path.exists() else {}
-    summary_path = directory / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     name = directory.relative_to(root).as_posix() if directory != root else "."
+    try:
+        overrides = yaml.safe_load((directory / OVERRIDES_FILE).read_text()) or []
+        if not isinstance(overrides, list):
+            raise ValueError(f"{OVERRIDES_FILE} is not a list of overrides")
+        status = _read_json(directory / STATUS_FILE) or {}
+        if not isinstance(status, dict):
+            raise ValueError(f"{STATUS_FILE} is not a JSON object")
+        summary = _read_json(directory / SUMMARY_FILE)
+        records, skipped = _read_records(directory / RESULTS_FILE)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        return Job(name, directory, [], [], "unreadable", f"{type(error).__name__}: {error}", None)
     return Job(
         name=name,
         directory=directory,
         overrides=[str(override) for override in overrides],
-        records=_read_records(directory / RESULTS_FILE),
+        records=records,
         status=status.get("status", "ok" if summary is not None else "unknown"),
         error=status.get("error"),
-        summary=summary,
+        summary=summary if isinstance(summary, dict) else None,
+        skipped_lines=skipped,
     )
 
 
