@@ -90,20 +90,24 @@ def test_every_job_of_every_study_is_valid(experiment: str) -> None:
 def _runner_sweeps(script: Path) -> list[list[str]]:
     """The override lists of each ``sweep ...`` line of a study's runner script."""
     text = script.read_text().replace("\\\n", " ")
-    return [line.split()[1:] for line in text.splitlines() if line.startswith("sweep ")]
+    return [line.split()[1:] for line in text.splitlines() if line.split()[:1] == ["sweep"]]
 
 
-def test_every_job_of_the_defenses_runner_is_valid() -> None:
-    script = CONF_DIR.parent.parent / "experiments" / "defenses" / "run.sh"
-    study = sweep_of("defenses")
+RUNNERS = {"defenses": 3 * 7, "baselines": 4 * 4 * 2 + 4 + 4}  # study: its least number of jobs
+
+
+@pytest.mark.parametrize(("study", "least"), RUNNERS.items())
+def test_every_job_of_a_study_runner_is_valid(study: str, least: int) -> None:
+    script = CONF_DIR.parent.parent / "experiments" / study / "run.sh"
+    axes_of_study = sweep_of(study)
     jobs = []
     for overrides in _runner_sweeps(script):
         given = dict(override.split("=", 1) for override in overrides)
-        axes = {**study, **{key: value.split(",") for key, value in given.items()}}
+        axes = {**axes_of_study, **{key: value.split(",") for key, value in given.items()}}
         axes = {key: values for key, values in axes.items() if not key.startswith("hydra.")}
         for values in itertools.product(*axes.values()):
-            jobs.append(["experiment=defenses", *map("=".join, zip(axes, values, strict=True))])
-    assert len(jobs) >= 3 * 7
+            jobs.append([f"experiment={study}", *map("=".join, zip(axes, values, strict=True))])
+    assert len(jobs) >= least
     for job in jobs:
         assert problems(compose(job)) == [], job
 
