@@ -1,7 +1,8 @@
 """The jobs of a run or multirun directory: where they are, what they were given, how they ended.
 
 Every ``fl-leak`` job writes ``status.json`` in its output directory (``running`` when it starts,
-then ``ok`` or ``failed`` with the error), beside Hydra's ``.hydra/overrides.yaml``; a job without
+then ``ok``, ``partial`` (some updates failed: their records say why), ``failed`` or
+``interrupted``, with the error or the reason), beside Hydra's ``.hydra/overrides.yaml``; a job without
 one (written before it existed) counts as finished when it wrote ``summary.json``. A job is any
 directory under the root that holds ``.hydra/overrides.yaml``; one that failed, never finished or
 left no records is kept with the reason, never dropped. A line of ``results.jsonl`` that is not
@@ -43,7 +44,7 @@ class Job:
         """Why the job counts as failed (``None`` when it completed with records)."""
         if self.status in ("failed", "unreadable"):
             return self.error or self.status
-        if self.status != "ok":
+        if self.status not in ("ok", "partial"):
             return f"did not finish (status {self.status})"
         if not self.records:
             return f"no records in {RESULTS_FILE}"
@@ -100,7 +101,7 @@ def load_job(directory: Path, root: Path) -> Job:
         overrides=[str(override) for override in overrides],
         records=records,
         status=status.get("status", "ok" if summary is not None else "unknown"),
-        error=status.get("error"),
+        error=status.get("error") or status.get("reason"),
         summary=summary if isinstance(summary, dict) else None,
         skipped_lines=skipped,
     )
