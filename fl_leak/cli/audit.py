@@ -44,6 +44,7 @@ class AuditCommand:
     seed: int = 0
     max_dense: int = 6000
     rtol: float = 1e-4
+    threads: int | None = 1  # torch threads (fl_leak.threads); None: torch's own count
     output: str | None = None
 
 
@@ -100,6 +101,8 @@ def _problems(command: AuditCommand) -> list[str]:
         found.append(f"max_dense={command.max_dense} must not be negative")
     if command.rtol < 0:
         found.append(f"rtol={command.rtol} must not be negative")
+    if command.threads is not None and command.threads < 1:
+        found.append(f"threads={command.threads} must be at least 1 (or null: torch's count)")
     if command.model not in list_models():
         found.append(f"model={command.model!r} is unknown; known: {', '.join(list_models())}")
     if command.output is not None:
@@ -158,7 +161,13 @@ def run(command: AuditCommand) -> list[AuditReport]:
             f"auditing {command.model} at batch size {batch_size} ...", file=sys.stderr, flush=True
         )
         report = audit(
-            model, input_shape, batch_size, command.seed, command.max_dense, rtol=command.rtol
+            model,
+            input_shape,
+            batch_size,
+            command.seed,
+            command.max_dense,
+            rtol=command.rtol,
+            threads=command.threads,
         )
         shape = f"input {input_shape}, {num_classes} classes"
         print(f"\n{command.model}, {shape}, batch size {batch_size}")
@@ -192,6 +201,7 @@ Settings, with the values these overrides give:
   seed         the model's weights and the probe input
   max_dense    exact SVD rank while min(rows, unknowns) <= max_dense, else a structural bound
   rtol         count singular values below rtol x the largest ('numerical'; 0 skips it)
+  threads      torch threads for the audit (1 is fastest on small layers; null: torch's count)
   output       a CSV with one row per (batch size, layer)
 """
 
