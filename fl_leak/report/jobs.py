@@ -2,12 +2,12 @@
 
 Every ``fl-leak`` job writes ``status.json`` in its output directory (``running`` when it starts,
 then ``ok``, ``partial`` (some updates failed: their records say why), ``failed`` or
-``interrupted``, with the error or the reason), beside Hydra's ``.hydra/overrides.yaml``; a job without
-one (written before it existed) counts as finished when it wrote ``summary.json``. A job is any
-directory under the root that holds ``.hydra/overrides.yaml``; one that failed, never finished or
-left no records is kept with the reason, never dropped. A line of ``results.jsonl`` that is not
-JSON (a job killed while writing it) is skipped and counted; a ``status.json``, ``summary.json``
-or overrides file that cannot be read makes the job ``unreadable``, with the reason.
+``interrupted``, with the error or the reason), beside Hydra's ``.hydra/overrides.yaml``; a job
+without one (written before it existed) counts as finished when it wrote ``summary.json``. A job is
+any directory under the root that holds ``.hydra/overrides.yaml``; one that failed, never finished
+or left no records is kept with the reason, never dropped. A line of ``results.jsonl`` that is not
+JSON (a job killed while writing it) is skipped and counted; a ``status.json``, ``summary.json`` or
+overrides file that cannot be read makes the job ``unreadable``, with the reason.
 """
 
 from __future__ import annotations
