@@ -62,6 +62,21 @@ def multirun(directory: Path, capture_dir: Path, *overrides: str) -> Sweep:
     return Sweep(directory, result.stdout + result.stderr)
 
 
+def single_run(run_dir: Path, *overrides: str) -> Job:
+    """One ``fl-leak`` run (not a multirun) with ``BASE`` and ``overrides``, as its job."""
+    command = [
+        sys.executable,
+        "-m",
+        "fl_leak.cli.main",
+        *BASE,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return find_jobs(run_dir)[0]
+
+
 def outcome(job: Job) -> list[dict[str, Any]]:
     return [{k: v for k, v in record.items() if k not in TIMINGS} for record in job.records]
 
@@ -165,20 +180,9 @@ def test_a_replay_equals_the_live_run_it_was_captured_from(
     attack_sweep: Sweep, capture_dir: Path, tmp_path: Path
 ) -> None:
     live = next(job for job in attack_sweep.jobs if not job.summary["capture"]["replayed"])
-    command = [
-        sys.executable,
-        "-m",
-        "fl_leak.cli.main",
-        *BASE,
-        *live.overrides,
-        "capture.mode=replay",
-        f"hydra.run.dir={tmp_path}",
-    ]
 
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    replayed = single_run(tmp_path, *live.overrides, "capture.mode=replay")
 
-    assert result.returncode == 0, result.stderr[-4000:]
-    replayed = find_jobs(tmp_path)[0]
     assert replayed.summary["capture"]["replayed"] is True
     assert outcome(replayed) == outcome(live)
 
@@ -188,20 +192,9 @@ def test_a_replayed_job_of_an_attack_sweep_equals_a_separate_live_run(
 ) -> None:
     """The sweep-against-separate-runs check in small: one replayed job against one live run."""
     replayed = next(job for job in attack_sweep.jobs if job.summary["capture"]["replayed"])
-    command = [
-        sys.executable,
-        "-m",
-        "fl_leak.cli.main",
-        *BASE,
-        *replayed.overrides,
-        "capture.mode=off",
-        f"hydra.run.dir={tmp_path}",
-    ]
 
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    alone = single_run(tmp_path, *replayed.overrides, "capture.mode=off")
 
-    assert result.returncode == 0, result.stderr[-4000:]
-    alone = find_jobs(tmp_path)[0]
     assert "capture" not in alone.summary
     assert outcome(alone) == outcome(replayed)
 
