@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from bench_solver import _timed
 
 import fl_leak
-from fl_leak.attacks.linear.attack import run_walk
+from fl_leak.attacks.linear.attack import LinearOptions, run_walk
 from fl_leak.data import load_dataset
 from fl_leak.metrics import score_batch
 
@@ -102,15 +102,8 @@ def main() -> None:
                 F.cross_entropy(model(images), labels), list(model.parameters())
             )
             start = time.perf_counter()
-            _, result, found, _ = run_walk(
-                model,
-                gradients,
-                (3, 32, 32),
-                batch_size,
-                None,
-                threads=args.threads,
-                device=args.device,
-            )
+            options = LinearOptions(threads=args.threads, device=args.device)
+            _, result, found, _ = run_walk(model, gradients, (3, 32, 32), batch_size, None, options)
             walk_seconds = time.perf_counter() - start
             matrix_free = sum(layer.seconds for layer in result.layers[:-1])
             dense, dense_cell = dense_solves(result.systems, args.max_dense_gb * 2**30, args.device)
