@@ -30,6 +30,7 @@ from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.records import LeakRecord, ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
+from fl_leak.fl.values import record_float, record_int
 from fl_leak.metrics import score_batch
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def server_view(
     ``fl.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times it).
     """
     returned = _single(reply.array_records, "ArrayRecord")
-    num_examples = int(reply_metrics(reply)[NUM_EXAMPLES])
+    num_examples = record_int(reply_metrics(reply), NUM_EXAMPLES)
     model = model_with(settings, info, sent)
     steps = step_count(settings.fl, num_examples)
     gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
@@ -194,8 +195,10 @@ class UpdateAttacker:
             batch_size = self.settings.fl.batch_size * (aggregated_clients or 1)
             view = server_view(self.settings, self.info, sent, reply, batch_size)
             record.steps = view.steps
-            epsilon = reply_metrics(reply).get(EPSILON_METRIC)
-            record.epsilon = None if epsilon is None else float(epsilon)
+            metrics = reply_metrics(reply)
+            record.epsilon = (
+                record_float(metrics, EPSILON_METRIC) if EPSILON_METRIC in metrics else None
+            )
             record.gradient_relative_error = relative_error(
                 view.gradients, first_step_gradient(view, oracle)
             )

@@ -245,9 +245,9 @@ def _last_layer_row(block: Block, batch_size: int, rtol: float) -> AuditLayer:
     """The last layer: ``B`` inputs from the row space of its weight gradient ``G = D^T X``."""
     start = time.perf_counter()
     gradient = block.weight_gradient
-    features = gradient.shape[1]
+    classes, features = gradient.shape
     singular = torch.linalg.svdvals(gradient)
-    rank = min(batch_size, numerical_rank(singular, tuple(gradient.shape)))
+    rank = min(batch_size, numerical_rank(singular, (classes, features)))
     strong = min(batch_size, int((singular > rtol * singular[0]).sum()))
     condition = float(singular[0] / singular[rank - 1]) if rank else math.inf
     return AuditLayer(

@@ -81,11 +81,11 @@ def solve_layer(
     """
     start = time.perf_counter()
     operator = system.as_scipy()
-    rhs = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
+    vector = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
     with threadpool_limits(limits=1, user_api="blas"), torch_threads(options.threads):
         result = lsmr(
             operator,
-            rhs,
+            vector,
             atol=options.tolerance,
             btol=options.tolerance,
             conlim=1e16,
