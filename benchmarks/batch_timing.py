@@ -35,10 +35,9 @@ import torch.nn.functional as F
 from bench_solver import _timed
 
 import fl_leak
-from fl_leak.attacks.linear.attack import run_walk
+from fl_leak.attacks.linear.attack import LinearOptions, run_walk
 from fl_leak.data import load_dataset
 from fl_leak.metrics import score_batch
-from fl_leak.threads import torch_threads
 
 
 def dense_solves(systems, max_bytes: float, device: str) -> tuple[float | None, str]:
@@ -104,10 +103,8 @@ def main() -> None:
                 F.cross_entropy(model(images), labels), list(model.parameters())
             )
             start = time.perf_counter()
-            with torch_threads(args.threads):
-                _, result, found, _ = run_walk(
-                    model, gradients, (3, 32, 32), batch_size, None, device=args.device
-                )
+            options = LinearOptions(threads=args.threads, device=args.device)
+            _, result, found, _ = run_walk(model, gradients, (3, 32, 32), batch_size, None, options)
             walk_seconds = time.perf_counter() - start
             matrix_free = sum(layer.seconds for layer in result.layers[:-1])
             dense, dense_cell = dense_solves(result.systems, args.max_dense_gb * 2**30, args.device)

@@ -231,6 +231,11 @@ def range_problems(settings: RunConfig) -> list[str]:
     return [message for ok, message in rules if not ok]
 
 
+def attack_options_of(settings: RunConfig) -> dict[str, Any]:
+    """The options the configured attack is called with: ``device`` and ``attack.options``."""
+    return {"device": settings.device, **settings.attack.options}
+
+
 def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore (``conf/config.yaml`` extends it)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=RunConfig)
@@ -264,6 +269,11 @@ def to_settings(cfg: Any) -> RunConfig:
             "unknown settings: "
             + ", ".join(unknown)
             + " (see fl-leak --help, or fl-leak --cfg job for every key and its value)"
+        )
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"settings without a value: {', '.join(missing)} (set them, e.g. {missing[0]}=...)"
         )
     settings = OmegaConf.to_object(cfg)
     if not isinstance(settings, RunConfig):

@@ -34,8 +34,38 @@ class InputShapeError(FlLeakError):
     """An ``input_shape`` that the model cannot take."""
 
 
-class UnknownAttackError(FlLeakError):
+class UnknownNameError(FlLeakError, KeyError):
+    """A name that no plug-in of its kind is registered under; the message lists the known ones.
+
+    Also a ``KeyError``, since it is a failed look-up.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(FlLeakError):
+    """A plug-in registered under a key or name already taken."""
+
+
+class UnknownOptionError(FlLeakError):
+    """An option that the plug-in does not declare; the message lists the ones it does."""
+
+
+class UnknownAttackError(UnknownNameError):
     """An attack name that no attack is registered under."""
+
+
+class UnknownModelError(UnknownNameError):
+    """A model name that no factory is registered under."""
+
+
+class UnknownDatasetError(UnknownNameError):
+    """A data set name that no loader is registered under."""
+
+
+class UnknownDefenseError(UnknownNameError):
+    """A defense name that no defense is registered under."""
 
 
 class ConfigError(FlLeakError):

@@ -75,7 +75,7 @@ def test_unknown_name_lists_known_names() -> None:
 
 
 def test_register_dataset_adds_a_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.DATASETS, "_entries", dict(registry.DATASETS._entries))
     info = DatasetInfo("ones", (1, 2, 2), ("a", "b"))
 
     @register_dataset("ones-for-test")

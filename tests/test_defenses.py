@@ -52,8 +52,13 @@ def test_every_defense_has_a_config_and_a_name():
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("prunning", {}, "unknown"),
-        ("prune", {"fractoin": 0.5}, "defense.options.fractoin is not an option of prune"),
+        ("prunning", {}, "unknown defense 'prunning'; known defenses: clip_noise, "),
+        (
+            "prune",
+            {"fractoin": 0.5},
+            r"unknown option 'fractoin' for defense 'prune' \(did you mean 'fraction'\?\); "
+            "its options: fraction",
+        ),
         ("prune", {"fraction": 1.5}, r"fraction=1.5 must be in \[0, 1\]"),
         ("topk", {"keep": 0.0}, "keep=0.0 must be in"),
         ("clip_noise", {"where": "router"}, "where='router' must be one of server, client"),

@@ -36,7 +36,7 @@ def test_colour_images_load_as_uint8_with_a_fixed_held_out_split(tmp_path: Path)
     assert train.info.input_shape == (3, 16, 20)
     assert train.info.class_names == ("class_0", "class_1", "class_2")
     assert len(test) == 3 * (10 // TEST_EVERY) and len(train) + len(test) == 30
-    saved = np.asarray(Image.open(tmp_path / "class_1" / "000.png"))
+    saved = np.array(Image.open(tmp_path / "class_1" / "000.png"))
     assert torch.equal(train.images[train.labels == 1][0], torch.from_numpy(saved).permute(2, 0, 1))
 
 

@@ -24,6 +24,9 @@ def fl_leak(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "override,named",
     [
+        ("+attack.options.tolerence=1e-8", "unknown option 'tolerence' for attack 'linear'"),
+        ("attack=hybrid +attack.options.correct=sometimes", "correct must be one of"),
+        ("model=flower_cnn", "layer '2' (MaxPool2d) is not supported by the linear-system attack"),
         ("+fl.num_client=4", "unknown settings: fl.num_client"),
         ("+seeed=3", "unknown settings: seeed"),
         ("data=cifar10", "data.download=true"),
@@ -35,7 +38,7 @@ def test_a_refused_run_names_the_key_and_leaves_no_folder(
 ) -> None:
     run_dir = tmp_path / "outputs" / "run"
 
-    result = fl_leak(run_dir, override)
+    result = fl_leak(run_dir, *override.split())
 
     assert result.returncode == 2, result.stderr[-3000:]
     assert named in result.stderr

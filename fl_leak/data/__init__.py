@@ -1,5 +1,7 @@
-"""Data sets (an embedded offline one and torchvision-backed ones) and client partitioning."""
+"""Data sets (an embedded offline one, torchvision-backed ones, a folder of the user's images)
+and client partitioning."""
 
+from fl_leak.data import embedded, image_folder, torchvision_sets  # noqa: F401  (registration of the sets)
 from fl_leak.data.base import DatasetInfo, ImageDataset
 from fl_leak.data.partition import partition_indices
 from fl_leak.data.registry import (

@@ -8,10 +8,12 @@ import numpy as np
 import torch
 
 from fl_leak.data.base import DatasetInfo, ImageDataset
+from fl_leak.data.registry import register_dataset
 
 EMBEDDED_PATH = Path(__file__).parent / "embedded" / "embedded.npz"
 
 
+@register_dataset("embedded")
 def load_embedded(
     root: Path, *, train: bool, download: bool, verify_checksums: bool
 ) -> ImageDataset:

@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from fl_leak.data.base import DatasetInfo, ImageDataset
+from fl_leak.data.registry import register_dataset
 from fl_leak.errors import FlLeakError
 
 TEST_EVERY = 5  # one image in five held out for evaluation where the folder has no test split
@@ -40,7 +41,10 @@ def _read(path: Path) -> np.ndarray:
 
 def _scan(root: Path) -> ImageFolder:
     if not root.is_dir():
-        raise ImageFolderError(f"data.root={root} is not a folder")
+        raise ImageFolderError(
+            f"data.root={root} is not a folder: data=image_folder needs "
+            "data.root=<a folder of class sub-folders of images>"
+        )
     try:
         return ImageFolder(str(root), loader=lambda path: path)
     except (FileNotFoundError, RuntimeError) as error:
@@ -69,6 +73,7 @@ def _stack(folder: ImageFolder, root: Path) -> tuple[torch.Tensor, torch.Tensor]
     return images, labels
 
 
+@register_dataset("image_folder")
 def load_image_folder(
     root: Path, *, train: bool, download: bool, verify_checksums: bool
 ) -> ImageDataset:
@@ -90,5 +95,6 @@ def load_image_folder(
         raise ImageFolderError(
             f"data.root={root}: the {'train' if train else 'test'} split is empty"
         )
-    info = DatasetInfo("image_folder", tuple(images.shape[1:]), tuple(folder.classes))
+    channels, height, width = images.shape[1:]
+    info = DatasetInfo("image_folder", (channels, height, width), tuple(folder.classes))
     return ImageDataset(images, labels, info)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Protocol
 
 from fl_leak.data.base import ImageDataset
-from fl_leak.data.embedded import load_embedded
-from fl_leak.data.torchvision_sets import load_cifar10, load_cifar100, load_mnist
+from fl_leak.errors import UnknownDatasetError
+from fl_leak.registry import Registry
 
 DEFAULT_ROOT = Path.home() / ".cache" / "fl_leak" / "data"
 
@@ -21,36 +21,19 @@ class DatasetLoader(Protocol):
     ) -> ImageDataset: ...
 
 
-class UnknownDatasetError(KeyError):
-    """A data set name that no loader is registered under."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-_REGISTRY: dict[str, DatasetLoader] = {
-    "embedded": load_embedded,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "mnist": load_mnist,
-}
+DATASETS: Registry[str, DatasetLoader] = Registry(
+    "data set", plural="data sets", error=UnknownDatasetError
+)
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """Register a loader (see ``DatasetLoader``) under ``name``."""
-
-    def decorate(loader: DatasetLoader) -> DatasetLoader:
-        if name in _REGISTRY:
-            raise ValueError(f"a data set named {name!r} is already registered")
-        _REGISTRY[name] = loader
-        return loader
-
-    return decorate
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Every registered data set name, sorted."""
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -83,9 +66,6 @@ def load_dataset(
     ImageDataset
         The split, with its description in ``.info``.
     """
-    if name not in _REGISTRY:
-        raise UnknownDatasetError(
-            f"unknown data set {name!r}; known data sets: {', '.join(list_datasets())}"
-        )
+    loader = DATASETS.get(name)
     root = DEFAULT_ROOT if root is None else Path(root)
-    return _REGISTRY[name](root, train=train, download=download, verify_checksums=verify_checksums)
+    return loader(root, train=train, download=download, verify_checksums=verify_checksums)

@@ -18,6 +18,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST
 
 from fl_leak.data.base import DatasetInfo, ImageDataset
+from fl_leak.data.registry import register_dataset
 
 T = TypeVar("T")
 
@@ -59,10 +60,11 @@ def _cifar_loader(name: str, reader: type[CIFAR10]) -> Callable[..., ImageDatase
     return load
 
 
-load_cifar10 = _cifar_loader("cifar10", CIFAR10)
-load_cifar100 = _cifar_loader("cifar100", CIFAR100)
+load_cifar10 = register_dataset("cifar10")(_cifar_loader("cifar10", CIFAR10))
+load_cifar100 = register_dataset("cifar100")(_cifar_loader("cifar100", CIFAR100))
 
 
+@register_dataset("mnist")
 def load_mnist(root: Path, *, train: bool, download: bool, verify_checksums: bool) -> ImageDataset:
     """Load MNIST with torchvision's reader; ``verify_checksums`` has no effect (see module doc)."""
     data = _read("mnist", MNIST, root, train, download)

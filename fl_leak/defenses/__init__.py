@@ -9,47 +9,45 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
-from fl_leak.defenses.base import Defense, LocalOutcome, LocalPool
-from fl_leak.defenses.mixing import InstaHide, MixUp
-from fl_leak.defenses.privacy import EPSILON_METRIC, ClipNoise, DpSgd
-from fl_leak.defenses.secure_aggregation import SecAgg
-from fl_leak.defenses.sparsify import Prune, TopK
+from fl_leak.defenses import (  # noqa: F401  (registration of the built-in defenses)
+    mixing,
+    privacy,
+    secure_aggregation,
+    sparsify,
+)
+from fl_leak.defenses.base import (
+    DEFENSES,
+    Defense,
+    LocalOutcome,
+    LocalPool,
+    register_defense,
+)
+from fl_leak.defenses.privacy import EPSILON_METRIC
+from fl_leak.options import options_from
 
 __all__ = [
+    "DEFENSES",
     "EPSILON_METRIC",
     "Defense",
     "LocalOutcome",
     "LocalPool",
     "build_defense",
     "list_defenses",
+    "register_defense",
 ]
-
-_DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (Defense, Prune, TopK, ClipNoise, DpSgd, MixUp, InstaHide, SecAgg)
-}
 
 
 def list_defenses() -> list[str]:
-    """Names of the defenses ``build_defense`` knows."""
-    return list(_DEFENSES)
+    """Names of the defenses ``build_defense`` knows, sorted."""
+    return DEFENSES.names()
 
 
 def build_defense(name: str, options: Mapping[str, Any] | None = None) -> Defense:
     """The defense ``name`` with ``options`` (its strength keys).
 
-    Raises ``ValueError`` naming an unknown defense, an unknown option or a bad value.
+    Raises ``ValueError`` naming an unknown defense
+    (:class:`~fl_leak.errors.UnknownDefenseError`), an unknown option or a bad value.
     """
-    if name not in _DEFENSES:
-        raise ValueError(f"defense={name!r} is unknown; known: {', '.join(_DEFENSES)}")
-    cls = _DEFENSES[name]
-    known = [field.name for field in fields(cls)]
-    unknown = sorted(set(options or {}) - set(known))
-    if unknown:
-        raise ValueError(
-            f"defense.options.{unknown[0]} is not an option of {name}; "
-            f"its options: {', '.join(known) or 'none'}"
-        )
-    return cls(**dict(options or {}))
+    return options_from(DEFENSES.get(name), options or {}, f"defense {name!r}")

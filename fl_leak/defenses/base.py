@@ -10,6 +10,9 @@ A defense overrides one (or more) of the stages a real deployment offers:
 
 The default of every stage leaves the round as it is, so ``none`` is the base class itself.
 The attack always scores against the client's original (unmixed, unperturbed) batch.
+
+A defense is a frozen dataclass whose fields are its options, registered by name with
+:func:`register_defense`; its ``__post_init__`` refuses values out of range.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any, ClassVar
 import torch
 from flwr.serverapp.strategy import Strategy
 from torch import Tensor, nn
+
+from fl_leak.errors import UnknownDefenseError
+from fl_leak.registry import Registry
 
 Batch = tuple[Tensor, Tensor]
 Trainer = Callable[[nn.Module, list[Batch], float], list[float]]
@@ -51,7 +57,6 @@ class LocalOutcome:
 class Defense:
     """No defense: every stage leaves the round as it is. Subclasses override their stage."""
 
-    name: ClassVar[str] = "none"
     secure_aggregation: ClassVar[bool] = False
 
     def local_batches(self, batches: list[Batch], pool: LocalPool) -> list[Batch]:
@@ -90,6 +95,17 @@ class Defense:
     def options(self) -> dict[str, Any]:
         """The defense's options by name."""
         return dict(self.__dict__)
+
+
+DEFENSES: Registry[str, type[Defense]] = Registry("defense", error=UnknownDefenseError)
+
+
+def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
+    """Register a :class:`Defense` subclass (a frozen dataclass of its options) under ``name``."""
+    return DEFENSES.register(name)
+
+
+register_defense("none")(Defense)
 
 
 def check_fraction(name: str, value: float, *, closed_low: bool = True) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fl_leak.defenses.base import Batch, Defense, LocalPool, check_positive
+from fl_leak.defenses.base import Batch, Defense, LocalPool, check_positive, register_defense
 
 
 def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
@@ -41,12 +41,12 @@ def _mix(batch: Batch, pool: LocalPool, coefficients: np.ndarray) -> tuple[Tenso
     return mixed, soft
 
 
+@register_defense("mixup")
 @dataclass(frozen=True)
 class MixUp(Defense):
     """MixUp (Zhang et al., 2018): each image mixed with one other of the client's partition,
     ``lambda ~ Beta(alpha, alpha)``; larger ``alpha`` mixes more evenly."""
 
-    name = "mixup"
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
@@ -62,13 +62,13 @@ class MixUp(Defense):
         return mixed
 
 
+@register_defense("instahide")
 @dataclass(frozen=True)
 class InstaHide(Defense):
     """InstaHide-style mixing (Huang et al., 2020): each image mixed with ``k - 1`` others of the
     client's partition, coefficients ``~ Dirichlet(1, ..., 1)``, then every pixel's sign flipped
     at random (a fresh mask per image and step). Images stay in [0, 1] before the flip."""
 
-    name = "instahide"
     k: int = 4
 
     def __post_init__(self) -> None:

@@ -34,11 +34,13 @@ from fl_leak.defenses.base import (
     Trainer,
     check_fraction,
     check_positive,
+    register_defense,
 )
 
 EPSILON_METRIC = "dp-epsilon"
 
 
+@register_defense("dp_sgd")
 @dataclass(frozen=True)
 class DpSgd(Defense):
     """DP-SGD during local training with Opacus: per-sample gradients clipped to
@@ -48,7 +50,6 @@ class DpSgd(Defense):
     (RDP accounting; sample rate = batch size / partition size).
     """
 
-    name = "dp_sgd"
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5
@@ -95,6 +96,7 @@ class DpSgd(Defense):
         return LocalOutcome(losses, {EPSILON_METRIC: float(accountant.get_epsilon(self.delta))})
 
 
+@register_defense("clip_noise")
 @dataclass(frozen=True)
 class ClipNoise(Defense):
     """Clip the update to L2 norm ``clipping_norm`` and add Gaussian noise.
@@ -105,7 +107,6 @@ class ClipNoise(Defense):
     update.
     """
 
-    name = "clip_noise"
     places: ClassVar[tuple[str, ...]] = ("server", "client")
     clipping_norm: float = 0.1
     noise_multiplier: float = 1.0

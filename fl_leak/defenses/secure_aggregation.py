@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fl_leak.defenses.base import Defense
+from fl_leak.defenses.base import Defense, register_defense
 
 
+@register_defense("secagg")
 @dataclass(frozen=True)
 class SecAgg(Defense):
     """SecAgg+ with ``num_shares`` shares of each client's secret and ``reconstruction_threshold``
     of them needed to unmask (Flower's ``SecAggPlusWorkflow``; values above the number of clients
     are capped to it)."""
 
-    name = "secagg"
     secure_aggregation = True
     num_shares: int = 3
     reconstruction_threshold: int = 2

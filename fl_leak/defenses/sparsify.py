@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fl_leak.defenses.base import Defense, check_fraction, update_of, weights_from
+from fl_leak.defenses.base import (
+    Defense,
+    check_fraction,
+    register_defense,
+    update_of,
+    weights_from,
+)
 
 
 def _zero_smallest(values: Tensor, drop: int) -> Tensor:
@@ -20,12 +26,12 @@ def _zero_smallest(values: Tensor, drop: int) -> Tensor:
     return flat.view_as(values)
 
 
+@register_defense("prune")
 @dataclass(frozen=True)
 class Prune(Defense):
     """Gradient pruning (Zhu et al., 2019): per tensor, zero the ``fraction`` smallest entries
     of the update by magnitude (``fraction`` 0.9 keeps the largest 10% of each tensor)."""
 
-    name = "prune"
     fraction: float = 0.9
 
     def __post_init__(self) -> None:
@@ -58,13 +64,13 @@ def quantize(values: Tensor, bits: int) -> Tensor:
     return torch.round(values / scale * steps) / steps * scale
 
 
+@register_defense("topk")
 @dataclass(frozen=True)
 class TopK(Defense):
     """Top-k sparsification: keep the ``keep`` fraction of the whole update's entries with the
     largest magnitude (one threshold across tensors), zero the rest; then, if ``bits`` > 0,
     quantise each tensor's kept values uniformly to ``bits`` bits."""
 
-    name = "topk"
     keep: float = 0.1
     bits: int = 0
 

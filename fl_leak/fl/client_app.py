@@ -30,6 +30,7 @@ from fl_leak.fl.task import (
     samples,
     sgd_steps,
 )
+from fl_leak.fl.values import array_record, config_record, record_int
 
 SettingsSource = Callable[[Context], RunConfig]
 
@@ -67,7 +68,7 @@ def _steps_before(context: Context) -> int:
     """Local steps this client took in earlier rounds (kept in the node's state)."""
     if STEPS_STATE not in context.state:
         return 0
-    return int(context.state.metric_records[STEPS_STATE]["steps"])
+    return record_int(context.state.metric_records[STEPS_STATE], "steps")
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,14 @@ def train_reply(
 ) -> Message:
     """Train on this round's local batches, from the weights in ``message``, under the run's
     defense; build the reply."""
-    server_round = int(message.content["config"]["server-round"])
+    server_round = record_int(config_record(message.content, "config"), "server-round")
     update = local_update(
-        settings, partition_id, server_round, message.content[ARRAYS_KEY], context
+        settings, partition_id, server_round, array_record(message.content, ARRAYS_KEY), context
     )
     content = RecordDict(
         {
             ARRAYS_KEY: arrays_of(update.weights),
-            METRICS_KEY: MetricRecord(update.metrics),
+            METRICS_KEY: MetricRecord({**update.metrics}),  # a dict of its own value type
             ORACLE_KEY: oracle_record(*update.target),
         }
     )
@@ -143,7 +144,8 @@ def local_evaluation(
 
 def evaluate_reply(message: Message, settings: RunConfig, partition_id: int) -> Message:
     """Accuracy and loss of the global model on this client's partition."""
-    accuracy, loss, count = local_evaluation(settings, partition_id, message.content[ARRAYS_KEY])
+    arrays = array_record(message.content, ARRAYS_KEY)
+    accuracy, loss, count = local_evaluation(settings, partition_id, arrays)
     metrics = MetricRecord({NUM_EXAMPLES: count, "accuracy": accuracy, "loss": loss})
     return Message(content=RecordDict({METRICS_KEY: metrics}), reply_to=message)
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fl_leak.fl.values import config_record, record_int
+
 IDENTITY_KEY = "identity"
 PARTITION_KEY = "partition-id"
 
@@ -42,6 +44,8 @@ class ClientDirectory:
             ]
             for reply in grid.send_and_receive(queries, timeout=self.timeout):
                 if not reply.has_error():
-                    partition = reply.content[IDENTITY_KEY][PARTITION_KEY]
-                    self._partitions[reply.metadata.src_node_id] = int(partition)
+                    identity = config_record(reply.content, IDENTITY_KEY)
+                    self._partitions[reply.metadata.src_node_id] = record_int(
+                        identity, PARTITION_KEY
+                    )
         return dict(self._partitions)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
-from fl_leak.config import RunConfig
+from fl_leak.config import RunConfig, attack_options_of
 from fl_leak.data import DatasetInfo
 from fl_leak.defenses import EPSILON_METRIC, build_defense
 from fl_leak.errors import FlLeakError
@@ -30,6 +30,7 @@ from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.shortfall import shortfall
 from fl_leak.fl.sink import ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
+from fl_leak.fl.values import record_float, record_int
 from fl_leak.metrics import score_batch
 from fl_leak.records import LeakRecord
 from fl_leak.threads import torch_threads
@@ -78,7 +79,7 @@ def server_view(
     ``fl.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times it).
     """
     returned = _single(reply.array_records, "ArrayRecord")
-    num_examples = int(reply_metrics(reply)[NUM_EXAMPLES])
+    num_examples = record_int(reply_metrics(reply), NUM_EXAMPLES)
     model = model_with(settings, info, sent)
     steps = step_count(settings.fl, num_examples)
     gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
@@ -88,7 +89,6 @@ def server_view(
 
 def run_attack(settings: RunConfig, view: ServerView) -> Reconstruction:
     """Run the configured attack on ``view``; labels are left for the attack to recover."""
-    options = {"device": settings.device, **settings.attack.options}
     return reconstruct(
         view.model,
         view.gradients,
@@ -96,7 +96,7 @@ def run_attack(settings: RunConfig, view: ServerView) -> Reconstruction:
         batch_size=view.batch_size,
         labels=None,
         attack=settings.attack.name,
-        **options,
+        **attack_options_of(settings),
     )
 
 
@@ -201,8 +201,10 @@ class UpdateAttacker:
             batch_size = self.settings.fl.batch_size * (aggregated_clients or 1)
             view = server_view(self.settings, self.info, sent, reply, batch_size)
             record.steps = view.steps
-            epsilon = reply_metrics(reply).get(EPSILON_METRIC)
-            record.epsilon = None if epsilon is None else float(epsilon)
+            metrics = reply_metrics(reply)
+            record.epsilon = (
+                record_float(metrics, EPSILON_METRIC) if EPSILON_METRIC in metrics else None
+            )
             record.gradient_relative_error = relative_error(
                 view.gradients, first_step_gradient(view, oracle)
             )

@@ -14,6 +14,8 @@ from flwr.app import ConfigRecord, Message
 from safetensors.torch import load, save
 from torch import Tensor
 
+from fl_leak.fl.values import record_bytes
+
 ORACLE_KEY = "oracle"
 _PAYLOAD = "tensors"
 
@@ -41,5 +43,5 @@ def take_oracle(reply: Message) -> Oracle | None:
         return None
     record = reply.content[ORACLE_KEY]
     del reply.content[ORACLE_KEY]
-    tensors = load(bytes(record[_PAYLOAD]))
+    tensors = load(record_bytes(record, _PAYLOAD))
     return Oracle(inputs=tensors["inputs"], labels=tensors["labels"])

@@ -64,6 +64,7 @@ from fl_leak.fl.task import (
     model_with,
     samples,
 )
+from fl_leak.fl.values import record_int
 
 ROUND_KEY = "server-round"
 FitResults = list[tuple[ClientProxy, FitRes]]
@@ -329,7 +330,8 @@ def serve_secagg(
     )
 
     def fit_round(grid: Grid, legacy: Context) -> None:
-        server_round = int(legacy.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+        configs = legacy.state.config_records[MAIN_CONFIGS_RECORD]
+        server_round = record_int(configs, Key.CURRENT_ROUND)
         secure_fit(grid, legacy)
         if server_round not in strategy.aggregated_rounds:  # the protocol stopped before unmasking
             attacker.client_failed(server_round, None, "SecAgg+ halted: no aggregate")

@@ -20,6 +20,7 @@ from fl_leak.fl.local_data import load_split
 from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.strategy import MaliciousFedAvg
 from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
+from fl_leak.fl.values import record_float
 
 RunSource = Callable[[Context], tuple[RunConfig, Path]]
 AttackerFactory = Callable[[RunConfig, DatasetInfo, ResultSink], UpdateAttacker]
@@ -76,7 +77,8 @@ def serve(
         evaluate_fn=evaluate_global,
     )
     for server_round, metrics in result.evaluate_metrics_clientapp.items():
-        sink.clients_evaluation(server_round, float(metrics["accuracy"]), float(metrics["loss"]))
+        accuracy, loss = record_float(metrics, "accuracy"), record_float(metrics, "loss")
+        sink.clients_evaluation(server_round, accuracy, loss)
     return sink.write_summary(
         audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
     )

@@ -20,8 +20,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MESSAGE = "Message: "
 
 
-def client_error_message(reason: str) -> str:
+def client_error_message(reason: str | None) -> str:
     """The client's exception message out of a Flower error reason (a Ray traceback)."""
+    if not reason:
+        return "the client failed and gave no reason"
     reason = _ANSI.sub("", reason).strip()
     if _MESSAGE in reason:
         return reason.rsplit(_MESSAGE, 1)[1].rstrip("'>").strip()

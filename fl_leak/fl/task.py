@@ -62,7 +62,7 @@ def sgd_steps(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], lr: fl
         gradients = torch.autograd.grad(loss, list(model.parameters()))
         with torch.no_grad():
             for parameter, gradient in zip(model.parameters(), gradients, strict=True):
-                parameter -= lr * gradient
+                parameter.sub_(lr * gradient)
         losses.append(float(loss.detach()))
     return losses
 

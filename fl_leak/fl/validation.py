@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from fl_leak.attacks import list_attacks
-from fl_leak.config import RunConfig, range_problems
+from fl_leak.attacks import check_attack_model, check_attack_options, list_attacks
+from fl_leak.config import RunConfig, attack_options_of, range_problems
 from fl_leak.data import list_datasets
 from fl_leak.defenses import build_defense, list_defenses
 from fl_leak.errors import ConfigError, FlLeakError
@@ -98,19 +98,35 @@ def _data(settings: RunConfig) -> list[str]:
             f"fl.partition={fl.partition.value})"
         )
     try:
-        initial_model(settings, train.info)
+        model = initial_model(settings, train.info)
     except (FlLeakError, ValueError, RuntimeError) as error:
         problems.append(
             f"model={settings.model!r} does not fit data={settings.data.name!r}: {error}"
         )
+        return problems
+    try:
+        check_attack_model(settings.attack.name, model, train.info.input_shape)
+    except FlLeakError as error:
+        problems.append(
+            f"attack={settings.attack.name!r} cannot attack model={settings.model!r}: {error}"
+        )
     return problems
+
+
+def _attack_options(settings: RunConfig) -> list[str]:
+    """The attack's options, as the run passes them, checked by the attack's declaration."""
+    try:
+        check_attack_options(settings.attack.name, attack_options_of(settings))
+    except FlLeakError as error:
+        return [f"attack={settings.attack.name!r}: {error}"]
+    return []
 
 
 def problems(settings: RunConfig) -> list[str]:
     """Every problem of ``settings``; empty when it can run."""
     found = range_problems(settings) + _names(settings) + _device(settings)
     if not found:
-        found = _defense(settings)
+        found = _defense(settings) + _attack_options(settings)
     if not found:
         found = _secure_aggregation(settings)
     if found:

@@ -155,16 +155,6 @@ def security_index(deficiencies: Sequence[int]) -> int:
     )
 
 
-def _padding(block: Block, batch_size: int) -> int:
-    core = getattr(block.operator, "core", block.operator)
-    padding = getattr(core, "padding", (0, 0))
-    if not isinstance(padding, tuple) or not any(padding):
-        return 0
-    channels, height, width = core.in_shape
-    padded = (height + 2 * padding[0]) * (width + 2 * padding[1])
-    return batch_size * channels * (padded - height * width)
-
-
 def _spectrum_row(singular: Tensor, shape: tuple[int, int], rtol: float) -> tuple[int, float, int]:
     """Rank, condition and the count of singular values at most ``rtol`` times the largest."""
     rank = numerical_rank(singular, shape)
@@ -367,7 +357,7 @@ def _audit(
                 unknowns=system.num_unknowns,
                 forward_equations=system.forward_equations,
                 gradient_equations=system.num_gradient_rows,
-                padding=_padding(block, batch_size),
+                padding=batch_size * block.operator.padding_entries(),
                 rank=rank,
                 deficiency=deficiency,
                 condition=condition,

@@ -1,6 +1,6 @@
 """Architectures: the paper's CNN family by name, and a builder from layer specs."""
 
-from fl_leak.models import extra  # noqa: F401  (registers resnet_small, maxpool_cnn, flower_cnn)
+from fl_leak.models import extra, family  # noqa: F401  (registration of the built-in models)
 from fl_leak.models.builder import SpecError, build_from_specs
 from fl_leak.models.registry import UnknownModelError, build_model, list_models, register_model
 

@@ -8,6 +8,11 @@ inferred from the shapes, so a spec list reads like the architecture tables of p
      {"type": "flatten"},
      {"type": "linear", "out_features": 10},
      {"type": "act", "name": "identity"}]
+
+A layer type is built by the function registered under its ``type`` with
+:func:`register_layer_spec`; the built-in ones are torch's own layers below. Activations
+(``{"type": "act", "name": ...}``) are those of the attack's activation table,
+:data:`fl_leak.attacks.linear.activations.ACTIVATIONS`.
 """
 
 from __future__ import annotations
@@ -18,54 +23,75 @@ from typing import Any
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
-    "identity": nn.Identity,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "softplus": nn.Softplus,
-}
+from fl_leak.attacks.linear.activations import activation_module
+from fl_leak.errors import FlLeakError, UnknownNameError
+from fl_leak.registry import Registry
+
+Shape = tuple[int, ...]
+# builder(options, input_shape) -> the layer; options are the spec's keys less ``type``
+SpecBuilder = Callable[[dict[str, Any], Shape], nn.Module]
 
 
-class SpecError(ValueError):
+class SpecError(FlLeakError):
     """A layer spec that cannot be built; the message names the spec and the problem."""
 
 
-def _build_activation(spec: Mapping[str, Any]) -> nn.Module:
-    name = spec.get("name", "identity")
-    if name not in ACTIVATIONS:
-        raise SpecError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
-    options = {k: v for k, v in spec.items() if k not in ("type", "name")}
-    return ACTIVATIONS[name](**options)
+LAYER_SPECS: Registry[str, SpecBuilder] = Registry("layer type", error=SpecError)
 
 
-def _layer(spec: Mapping[str, Any], shape: tuple[int, ...]) -> nn.Module:
-    kind = spec.get("type")
+def register_layer_spec(name: str) -> Callable[[SpecBuilder], SpecBuilder]:
+    """Register ``builder(options, input_shape) -> nn.Module`` for specs of ``type`` ``name``."""
+    return LAYER_SPECS.register(name)
+
+
+@register_layer_spec("conv")
+def _conv(options: dict[str, Any], shape: Shape) -> nn.Module:
+    if len(shape) != 3:
+        raise SpecError(f"conv needs a (C, H, W) input, got shape {shape}")
+    options.setdefault("bias", False)
+    return nn.Conv2d(shape[0], **options)
+
+
+@register_layer_spec("linear")
+def _linear(options: dict[str, Any], shape: Shape) -> nn.Module:
+    if len(shape) != 1:
+        raise SpecError(f"linear needs a flat input, got shape {shape}; add a flatten spec")
+    return nn.Linear(shape[0], **options)
+
+
+@register_layer_spec("flatten")
+def _flatten(options: dict[str, Any], shape: Shape) -> nn.Module:
+    return nn.Flatten(**options)
+
+
+@register_layer_spec("avgpool")
+def _avgpool(options: dict[str, Any], shape: Shape) -> nn.Module:
+    return nn.AvgPool2d(**options)
+
+
+@register_layer_spec("maxpool")
+def _maxpool(options: dict[str, Any], shape: Shape) -> nn.Module:
+    return nn.MaxPool2d(**options)
+
+
+@register_layer_spec("batchnorm")
+def _batchnorm(options: dict[str, Any], shape: Shape) -> nn.Module:
+    return nn.BatchNorm2d(shape[0], **options)
+
+
+@register_layer_spec("act")
+def _activation(options: dict[str, Any], shape: Shape) -> nn.Module:
+    name = options.pop("name", "identity")
+    try:
+        module_type = activation_module(name)
+    except UnknownNameError as error:
+        raise SpecError(str(error)) from None
+    return module_type(**options)
+
+
+def _layer(spec: Mapping[str, Any], shape: Shape) -> nn.Module:
     options = {k: v for k, v in spec.items() if k != "type"}
-    if kind == "conv":
-        if len(shape) != 3:
-            raise SpecError(f"conv needs a (C, H, W) input, got shape {shape}")
-        options.setdefault("bias", False)
-        return nn.Conv2d(shape[0], **options)
-    if kind == "linear":
-        if len(shape) != 1:
-            raise SpecError(f"linear needs a flat input, got shape {shape}; add a flatten spec")
-        return nn.Linear(shape[0], **options)
-    if kind == "flatten":
-        return nn.Flatten()
-    if kind == "avgpool":
-        return nn.AvgPool2d(**options)
-    if kind == "maxpool":
-        return nn.MaxPool2d(**options)
-    if kind == "batchnorm":
-        return nn.BatchNorm2d(shape[0], **options)
-    if kind == "act":
-        return _build_activation(spec)
-    raise SpecError(
-        f"unknown layer type {kind!r} in spec {dict(spec)}; known: conv, linear, flatten, avgpool,"
-        " maxpool, batchnorm, act"
-    )
+    return LAYER_SPECS.get(spec.get("type", ""))(options, shape)
 
 
 def build_from_specs(

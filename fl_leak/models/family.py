@@ -7,8 +7,14 @@ A convolution is written ``(out_channels, kernel, stride, padding)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from torch import nn
+
+from fl_leak.models.builder import build_from_specs
+from fl_leak.models.registry import ModelFactory, register_model
 
 Conv = tuple[int, int, int, int]
 
@@ -110,3 +116,14 @@ FAMILY: dict[str, FamilyNet] = {
     "cnn2_relu": FamilyNet(((12, 3, 1, 1),), ("relu", "identity")),
     "rgap_cnn6": FamilyNet(_RGAP6, (LEAKY_02,) * 6 + ("identity",)),
 }
+
+
+def _factory(net: FamilyNet) -> ModelFactory:
+    def build(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+        return build_from_specs(net.specs(num_classes), input_shape)
+
+    return build
+
+
+for _name, _net in FAMILY.items():
+    register_model(_name)(_factory(_net))

@@ -7,36 +7,22 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from fl_leak.models.builder import build_from_specs
-from fl_leak.models.family import FAMILY
+from fl_leak.errors import UnknownModelError
+from fl_leak.registry import Registry
 
 ModelFactory = Callable[[Sequence[int], int], nn.Module]
 
-_REGISTRY: dict[str, ModelFactory] = {}
-
-
-class UnknownModelError(KeyError):
-    """A model name that no factory is registered under."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+MODELS: Registry[str, ModelFactory] = Registry("model", error=UnknownModelError)
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Register ``factory(input_shape, num_classes) -> nn.Module`` under ``name``."""
-
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorate
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Every registered model name, sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def build_model(
@@ -50,21 +36,19 @@ def build_model(
     >>> build_model("cnn2_c1", seed=0)(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 10])
     """
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    factory = MODELS.get(name)
     if seed is None:
-        return _REGISTRY[name](tuple(input_shape), num_classes)
+        return factory(tuple(input_shape), num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _REGISTRY[name](tuple(input_shape), num_classes)
+        return factory(tuple(input_shape), num_classes)
 
 
-def _family_factory(name: str) -> ModelFactory:
-    def factory(input_shape: Sequence[int], num_classes: int) -> nn.Module:
-        return build_from_specs(FAMILY[name].specs(num_classes), input_shape)
-
-    return factory
-
-
-for _name in FAMILY:
-    register_model(_name)(_family_factory(_name))
+__all__ = [
+    "MODELS",
+    "ModelFactory",
+    "UnknownModelError",
+    "build_model",
+    "list_models",
+    "register_model",
+]

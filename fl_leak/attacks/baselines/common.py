@@ -12,13 +12,12 @@ mode if the client trained without dropout.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +27,12 @@ from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import check_gradients, check_input_shape
 from fl_leak.attacks.result import Reconstruction, RestartDiagnostics
 from fl_leak.errors import FlLeakError
-from fl_leak.threads import DEFAULT_THREADS, check_threads, torch_threads
+from fl_leak.options import check_non_negative, check_positive_int, torch_dtype
+from fl_leak.threads import DEFAULT_THREADS, check_threads
 
 logger = logging.getLogger("fl_leak.attacks.baselines")
 
 LABEL_STRATEGIES = ("recover", "joint")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -130,45 +129,6 @@ class MatchingOptions:
         if self.dtype is not None:
             torch_dtype(self.dtype)
         check_threads(self.threads)
-
-
-def check_positive_int(name: str, value: object, optional: bool = False) -> None:
-    """Raise ``FlLeakError`` unless ``value`` is a positive integer (or ``None`` if optional)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer or None" if optional else "a positive integer"
-        raise FlLeakError(f"{name} must be {allowed}, got {value!r}")
-
-
-def check_non_negative(name: str, value: object) -> None:
-    """Raise ``FlLeakError`` unless ``value`` is a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise FlLeakError(f"{name} must be a non-negative number, got {value!r}")
-
-
-def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"``/``"float64"`` (or the torch dtypes themselves) as a torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise FlLeakError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-
-
-T = TypeVar("T", bound="MatchingOptions")
-
-
-def parse_options(cls: type[T], attack: str, options: Mapping[str, Any]) -> T:
-    """Build ``cls(**options)``; an unknown key raises an error listing the attack's options."""
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise FlLeakError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for attack {attack!r}; "
-            f"its options are: {', '.join(known)}"
-        )
-    return cls(**options)
 
 
 @dataclass
@@ -453,27 +413,21 @@ RestartRunner = Callable[[MatchingProblem, Any, int, list[Tensor]], RestartResul
 
 def run_attack(
     attack: str,
-    options_type: type[MatchingOptions],
     run: RestartRunner,
     model: nn.Module,
     gradients: Sequence[Tensor],
     input_shape: tuple[int, ...],
     batch_size: int,
     labels: Tensor | None,
-    options: Mapping[str, Any],
+    options: MatchingOptions,
 ) -> Reconstruction:
-    """Parse the options, set up the problem, ``run`` every restart and return the best one.
-
-    Everything after parsing runs with ``threads`` torch intra-op threads (:mod:`fl_leak.threads`).
-    """
-    parsed = parse_options(options_type, attack, options)
+    """Set up the problem, ``run`` every restart and return the best one."""
     start = time.perf_counter()
-    with torch_threads(parsed.threads):
-        problem = prepare_problem(model, gradients, input_shape, batch_size, labels, parsed)
-        results = [
-            run(problem, parsed, restart, variables)
-            for restart, variables in random_starts(problem, parsed)
-        ]
+    problem = prepare_problem(model, gradients, input_shape, batch_size, labels, options)
+    results = [
+        run(problem, options, restart, variables)
+        for restart, variables in random_starts(problem, options)
+    ]
     return best_reconstruction(
         attack, problem, results, time.perf_counter() - start, labels is None
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -97,14 +96,14 @@ def _restart(
     return run_restart(restart, variables, step, evaluate, options, "dlg")
 
 
-@register_attack("dlg")
+@register_attack("dlg", DLGOptions)
 def dlg_attack(
     model: nn.Module,
     gradients: Sequence[Tensor],
     input_shape: tuple[int, ...],
-    batch_size: int = 1,
-    labels: Tensor | None = None,
-    **options: Any,
+    batch_size: int,
+    labels: Tensor | None,
+    options: DLGOptions,
 ) -> Reconstruction:
     """Deep Leakage from Gradients: L2 gradient matching by L-BFGS, labels optimised jointly.
 
@@ -117,6 +116,4 @@ def dlg_attack(
     ``threads`` (1: torch intra-op threads for the whole call, None keeps torch's setting; see
     :mod:`fl_leak.threads`).
     """
-    return run_attack(
-        "dlg", DLGOptions, _restart, model, gradients, input_shape, batch_size, labels, options
-    )
+    return run_attack("dlg", _restart, model, gradients, input_shape, batch_size, labels, options)

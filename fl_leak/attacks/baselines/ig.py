@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -116,14 +115,14 @@ def _restart(
     return run_restart(restart, variables, step, evaluate, options, "ig", schedule.advance)
 
 
-@register_attack("ig")
+@register_attack("ig", IGOptions)
 def ig_attack(
     model: nn.Module,
     gradients: Sequence[Tensor],
     input_shape: tuple[int, ...],
-    batch_size: int = 1,
-    labels: Tensor | None = None,
-    **options: Any,
+    batch_size: int,
+    labels: Tensor | None,
+    options: IGOptions,
 ) -> Reconstruction:
     """Inverting Gradients: cosine gradient matching plus total variation, by signed Adam.
 
@@ -135,6 +134,4 @@ def ig_attack(
     ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's), ``threads`` (1: torch
     intra-op threads for the whole call, None keeps torch's setting; see :mod:`fl_leak.threads`).
     """
-    return run_attack(
-        "ig", IGOptions, _restart, model, gradients, input_shape, batch_size, labels, options
-    )
+    return run_attack("ig", _restart, model, gradients, input_shape, batch_size, labels, options)

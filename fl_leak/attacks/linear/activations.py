@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fl_leak.registry import Registry
+
 # Outputs this close to a bounded activation's edge are clipped before inversion: the inverse is
 # unbounded there, so such rows carry no usable forward constraint.
 EDGE = 1e-12
@@ -163,20 +165,62 @@ class Softplus(Activation):
         return torch.where(scaled > self.threshold, torch.ones_like(y), -torch.expm1(-scaled))
 
 
-ACTIVATION_ADAPTERS: dict[type[nn.Module], Callable[[nn.Module], Activation]] = {
-    nn.Identity: lambda module: Identity(),
-    nn.Tanh: lambda module: Tanh(),
-    nn.Sigmoid: lambda module: Sigmoid(),
-    nn.ReLU: lambda module: LeakyReLU(0.0),
-    nn.LeakyReLU: lambda module: LeakyReLU(module.negative_slope),  # type: ignore[arg-type]
-    nn.Softplus: lambda module: Softplus(module.beta, module.threshold),  # type: ignore[arg-type]
-}
+ActivationFactory = Callable[[nn.Module], Activation]
+
+# The one table of element-wise activations: module type -> adapter, under the name layer specs
+# use (``{"type": "act", "name": "tanh"}``, see :mod:`fl_leak.models.builder`).
+ACTIVATIONS: Registry[type[nn.Module], ActivationFactory] = Registry("activation")
+
+
+def register_activation(
+    module_type: type[nn.Module], name: str | None = None
+) -> Callable[[ActivationFactory], ActivationFactory]:
+    """Register ``factory(module) -> Activation`` for ``module_type`` under ``name`` (default:
+    the class name in lower case)."""
+    return ACTIVATIONS.register(module_type, name)
+
+
+register_activation(nn.Identity)(lambda module: Identity())
+register_activation(nn.Tanh)(lambda module: Tanh())
+register_activation(nn.Sigmoid)(lambda module: Sigmoid())
+register_activation(nn.ReLU)(lambda module: LeakyReLU(0.0))
+
+
+@register_activation(nn.LeakyReLU, "leaky_relu")
+def _leaky_relu(module: nn.Module) -> Activation:
+    assert isinstance(module, nn.LeakyReLU)
+    return LeakyReLU(module.negative_slope)
+
+
+@register_activation(nn.Softplus)
+def _softplus(module: nn.Module) -> Activation:
+    assert isinstance(module, nn.Softplus)
+    return Softplus(module.beta, module.threshold)
 
 
 def activation_for(module: nn.Module) -> Activation | None:
     """The adapter for ``module``, or None when it is not a supported activation."""
-    factory = ACTIVATION_ADAPTERS.get(type(module))
+    factory = ACTIVATIONS.find(type(module))
     return factory(module) if factory else None
 
 
-__all__ = ["ACTIVATION_ADAPTERS", "EDGE", "Activation", "Inversion", "activation_for"]
+def activation_module(name: str) -> type[nn.Module]:
+    """The module type registered as activation ``name`` (``tanh``, ``leaky_relu``, ...)."""
+    return ACTIVATIONS.key_named(name)
+
+
+def supported_activation_names() -> list[str]:
+    """Class names of every supported activation module (for error messages)."""
+    return [module_type.__name__ for module_type in ACTIVATIONS]
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "EDGE",
+    "Activation",
+    "Inversion",
+    "activation_for",
+    "activation_module",
+    "register_activation",
+    "supported_activation_names",
+]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -13,11 +12,44 @@ from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
 from fl_leak.attacks.linear.solver import SolverOptions
-from fl_leak.attacks.linear.walk import LayerHook, WalkResult, last_layer_of, walk
+from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
-from fl_leak.threads import DEFAULT_THREADS, torch_threads
+from fl_leak.options import check_positive, check_positive_int, torch_device, torch_dtype
+from fl_leak.threads import DEFAULT_THREADS, check_threads
+
+
+@dataclass(frozen=True)
+class LinearOptions(SolverOptions):
+    """Options of ``linear``: LSMR's (:class:`~fl_leak.attacks.linear.solver.SolverOptions`) and
+    where the walk runs.
+
+    Attributes
+    ----------
+    tolerance : float
+        LSMR's ``atol`` and ``btol`` (> 0).
+    max_iterations : int
+        LSMR's iteration limit per layer (>= 1).
+    threads : int or None
+        Torch intra-op threads for the whole attack (>= 1; :mod:`fl_leak.threads`); None keeps
+        torch's setting.
+    dtype : "float64", "float32" or the torch dtype
+        Precision of the walk.
+    device : str or torch.device
+        Where the walk runs.
+    """
+
+    threads: int | None = DEFAULT_THREADS
+    dtype: str | torch.dtype = "float64"
+    device: str | torch.device = "cpu"
+
+    def __post_init__(self) -> None:
+        check_positive("tolerance", self.tolerance)
+        check_positive_int("max_iterations", self.max_iterations)
+        check_threads(self.threads)
+        torch_dtype(self.dtype)
+        torch_device(self.device)
 
 
 def prepare(
@@ -48,52 +80,56 @@ def run_walk(
     input_shape: tuple[int, ...],
     batch_size: int,
     labels: Tensor | None,
-    tolerance: float = 1e-10,
-    max_iterations: int = 20_000,
-    dtype: torch.dtype = torch.float64,
-    device: str | torch.device = "cpu",
-    hook: LayerHook | None = None,
+    options: LinearOptions,
 ) -> tuple[Chain, WalkResult, Tensor, bool]:
     """Shared by ``linear`` and ``hybrid``: parse, settle labels, walk the layers."""
     chain, labels, recovered = prepare(
-        model, gradients, input_shape, batch_size, labels, dtype, device
+        model,
+        gradients,
+        input_shape,
+        batch_size,
+        labels,
+        torch_dtype(options.dtype),
+        torch_device(options.device),
     )
     labels = labels.to(chain.last.operator.weight.device)
     last = None
     if recovered and batch_size > 1:
         last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
-    options = SolverOptions(tolerance, max_iterations)
-    result = walk(chain, labels, options, hook=hook, last_solution=last)
+    result = walk(chain, labels, options, last_solution=last)
     return chain, result, labels, recovered
 
 
-@register_attack("linear")
+def check_chain(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Raise :class:`~fl_leak.errors.UnsupportedLayerError` (or another ``FlLeakError``) where
+    ``model`` is not a chain of layers the linear attack expresses."""
+    zeros = [torch.zeros_like(parameter) for parameter in model.parameters()]
+    parse_chain(model, zeros, input_shape)
+
+
+@register_attack("linear", LinearOptions, accepts=check_chain)
 def linear_attack(
     model: nn.Module,
     gradients: Sequence[Tensor],
     input_shape: tuple[int, ...],
-    batch_size: int = 1,
-    labels: Tensor | None = None,
-    threads: int | None = DEFAULT_THREADS,
-    **options: Any,
+    batch_size: int,
+    labels: Tensor | None,
+    options: LinearOptions,
 ) -> Reconstruction:
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
-    Options: ``tolerance`` (LSMR's atol and btol, default 1e-10), ``max_iterations`` (20,000),
-    ``dtype`` (torch.float64), ``device`` ("cpu"), ``threads`` (torch intra-op threads for the
-    whole call, 1; None keeps torch's setting; see :mod:`fl_leak.threads`).
+    Options: the fields of :class:`LinearOptions`: ``tolerance`` (LSMR's atol and btol, default
+    1e-10), ``max_iterations`` (20,000), ``threads`` (torch threads for the whole attack, 1;
+    None keeps torch's setting), ``dtype`` (float64), ``device`` ("cpu").
     """
-    start = time.perf_counter()
-    with torch_threads(threads):
-        _, result, labels, recovered = run_walk(
-            model, gradients, input_shape, batch_size, labels, **options
-        )
+    _, result, labels, recovered = run_walk(
+        model, gradients, input_shape, batch_size, labels, options
+    )
     return Reconstruction(
         inputs=result.inputs[0].detach().cpu(),
         labels=labels,
         layers=result.layers,
         attack="linear",
-        seconds=time.perf_counter() - start,
         labels_recovered=recovered,
         notes=[*result.last.notes, *result.notes],
     )

@@ -11,20 +11,27 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fl_leak.attacks.linear.activations import Activation, Identity, activation_for
+from fl_leak.attacks.linear.activations import (
+    Activation,
+    Identity,
+    activation_for,
+    supported_activation_names,
+)
 from fl_leak.attacks.linear.layers import (
     Folded,
     LinearMap,
     WeightOperator,
+    layer_kind,
     linear_map_for,
     supported_layer_names,
     weight_operator_for,
 )
-from fl_leak.attacks.linear.layers.maps import Reshape
+from fl_leak.attacks.linear.layers.linear import FullyConnectedOperator
 from fl_leak.errors import (
     GradientMismatchError,
     InputShapeError,
@@ -35,19 +42,23 @@ from fl_leak.errors import (
 
 @dataclass
 class Block:
-    """One weight layer (with the parameter-free maps folded in before it) and its activation."""
+    """One weight layer (with the parameter-free maps folded in before it) and its activation.
+
+    ``kind`` is the name its layer type is registered under (``conv2d``, ``linear``, ...).
+    """
 
     index: int
     path: str
+    kind: str
     operator: WeightOperator
     activation: Activation
     weight_gradient: Tensor
     bias_gradient: Tensor | None
 
     @property
-    def kind(self) -> str:
-        core = self.operator.core if isinstance(self.operator, Folded) else self.operator
-        return type(core).__name__.removesuffix("Operator").lower()
+    def core(self) -> WeightOperator:
+        """The weight layer's own operator, without the maps folded in before it."""
+        return self.operator.core if isinstance(self.operator, Folded) else self.operator
 
 
 @dataclass
@@ -133,7 +144,7 @@ def parse_chain(
     blocks: list[Block] = []
     pending: list[LinearMap] = []
     shape = tuple(input_shape)
-    open_block: dict | None = None
+    open_block: dict[str, Any] | None = None
 
     def close(activation: Activation) -> None:
         nonlocal open_block
@@ -164,6 +175,7 @@ def parse_chain(
             open_block = {
                 "index": len(blocks),
                 "path": path,
+                "kind": layer_kind(module),
                 "operator": operator,
                 "weight_gradient": cast(grad_of[id(weight)]),
                 "bias_gradient": cast(grad_of[id(bias_param)]) if bias_param is not None else None,
@@ -181,7 +193,7 @@ def parse_chain(
         linear_map = linear_map_for(module, pending[-1].out_shape if pending else shape)
         if linear_map is None:
             raise UnsupportedLayerError(path, module, _supported())
-        if open_block is not None and not isinstance(linear_map, Reshape):
+        if open_block is not None and not linear_map.commutes_with_activations:
             raise UnsupportedLayerError(
                 path,
                 module,
@@ -200,11 +212,13 @@ def parse_chain(
 def _supported() -> str:
     return (
         "supported layers: " + ", ".join(supported_layer_names()) + " and element-wise "
-        "activations (Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Softplus)"
+        "activations (" + ", ".join(supported_activation_names()) + ")"
     )
 
 
-def _check_ends(blocks: list[Block], pending: list[LinearMap], leaves: list) -> None:
+def _check_ends(
+    blocks: list[Block], pending: list[LinearMap], leaves: list[tuple[str, nn.Module]]
+) -> None:
     if not blocks:
         raise UnsupportedLayerError(
             "model", leaves[0][1] if leaves else nn.Identity(), "the model has no weight layer"
@@ -214,7 +228,7 @@ def _check_ends(blocks: list[Block], pending: list[LinearMap], leaves: list) -> 
             blocks[-1].path, pending[-1], "a linear map after the last weight layer"
         )
     last = blocks[-1]
-    if last.kind != "linear" or last.bias_gradient is None:
+    if not isinstance(last.core, FullyConnectedOperator) or last.bias_gradient is None:
         raise UnsupportedLayerError(
             last.path, last.operator, "the last weight layer must be an nn.Linear with bias"
         )

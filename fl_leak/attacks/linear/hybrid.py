@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
-from fl_leak.attacks.linear.attack import run_walk
+from fl_leak.attacks.linear.attack import LinearOptions, check_chain, run_walk
 from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
+from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
-from fl_leak.errors import FlLeakError
-from fl_leak.threads import DEFAULT_THREADS, torch_threads
+from fl_leak.options import (
+    check_non_negative,
+    check_non_negative_int,
+    check_one_of,
+    check_positive,
+    check_range,
+)
 
 CORRECT_MODES = ("auto", "always", "never")
-SOLVER_KEYS = ("tolerance", "max_iterations", "dtype", "device")
 NULL_SPACE_SHARE = 1e-3  # above it, a structurally full-rank layer is numerically deficient
 
 
-@register_attack("hybrid")
+@dataclass(frozen=True)
+class HybridOptions(LinearOptions, CorrectionOptions):
+    """Options of ``hybrid``: the linear attack's (:class:`LinearOptions`), the correction's
+    (:class:`~fl_leak.attacks.correction.CorrectionOptions`: ``iterations``, ``lr``,
+    ``cos_weight``, ``residual_weight``, ``tv_weight``, ``input_range``) and ``correct``, one of
+    ``"auto"``, ``"always"``, ``"never"`` (see :func:`hybrid_attack`)."""
+
+    correct: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_non_negative_int("iterations", self.iterations)
+        check_positive("lr", self.lr)
+        for weight in ("cos_weight", "residual_weight", "tv_weight"):
+            check_non_negative(weight, getattr(self, weight))
+        check_range("input_range", self.input_range)
+        check_one_of("correct", self.correct, CORRECT_MODES)
+
+
+@register_attack("hybrid", HybridOptions, accepts=check_chain)
 def hybrid_attack(
     model: nn.Module,
     gradients: Sequence[Tensor],
     input_shape: tuple[int, ...],
-    batch_size: int = 1,
-    labels: Tensor | None = None,
-    correct: str = "auto",
-    threads: int | None = DEFAULT_THREADS,
-    **options: Any,
+    batch_size: int,
+    labels: Tensor | None,
+    options: HybridOptions,
 ) -> Reconstruction:
     """Linear walk plus correction of the input by gradient matching (Chen & Campbell's hybrid).
 
@@ -39,51 +59,25 @@ def hybrid_attack(
     numerically: a null-space probe of each structurally full-rank layer, see
     :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
-    ``"always"`` and ``"never"`` force the choice. ``threads``: torch intra-op threads for the
-    whole call, solves and correction (1; None keeps torch's setting; see
-    :mod:`fl_leak.threads`). Other options: the linear attack's (``tolerance``,
-    ``max_iterations``, ``dtype``, ``device``) and the fields of
-    :class:`~fl_leak.attacks.correction.CorrectionOptions` (``iterations``, ``lr``,
-    ``cos_weight``, ``residual_weight``, ``tv_weight``, ``input_range``).
+    ``"always"`` and ``"never"`` force the choice. Other options: the fields of
+    :class:`HybridOptions`.
     """
-    if correct not in CORRECT_MODES:
-        raise FlLeakError(f"correct must be one of {CORRECT_MODES}, got {correct!r}")
-    start = time.perf_counter()
-    solver = {key: options.pop(key) for key in SOLVER_KEYS if key in options}
-    correction = CorrectionOptions(**options)
-    with torch_threads(threads):
-        reconstruction = _hybrid(
-            model, gradients, input_shape, batch_size, labels, correct, solver, correction
-        )
-    reconstruction.seconds = time.perf_counter() - start
-    return reconstruction
-
-
-def _hybrid(
-    model: nn.Module,
-    gradients: Sequence[Tensor],
-    input_shape: tuple[int, ...],
-    batch_size: int,
-    labels: Tensor | None,
-    correct: str,
-    solver: dict[str, Any],
-    correction: CorrectionOptions,
-) -> Reconstruction:
-    """The walk, the decision to correct and the correction (``seconds`` left to the caller)."""
+    correct = options.correct
     chain, result, labels, recovered = run_walk(
-        model, gradients, input_shape, batch_size, labels, **solver
+        model, gradients, input_shape, batch_size, labels, options
     )
     inputs = result.inputs[0]
     exact = [layer.deficiency_bound == 0 and layer.clipped == 0 for layer in result.layers[:-1]]
     last_exact = result.layers[-1].deficiency_bound == 0
     notes = [*result.last.notes, *result.notes]
     if correct == "auto" and all(exact) and last_exact:
-        exact = _numerically_exact(result.systems, solver, notes)
+        exact = _numerically_exact(result.systems, options, notes)
     wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
     if wanted and result.systems:
         anchor = _anchor(exact)
+        correction: CorrectionOptions = options
         if not last_exact:  # no system below an undetermined last layer can be trusted
-            correction = replace(correction, residual_weight=0.0)
+            correction = replace(options, residual_weight=0.0)
         corrected = correct_input(
             chain, result.systems[anchor], anchor, inputs, labels.to(inputs.device), correction
         )
@@ -109,11 +103,10 @@ def _hybrid(
     )
 
 
-def _numerically_exact(systems: list, solver: dict[str, Any], notes: list[str]) -> list[bool]:
+def _numerically_exact(
+    systems: list[LayerSystem], options: SolverOptions, notes: list[str]
+) -> list[bool]:
     """Per layer, whether the null-space probe finds it full rank; notes the layers it does not."""
-    options = SolverOptions(
-        **{key: solver[key] for key in ("tolerance", "max_iterations") if key in solver}
-    )
     exact = []
     for index, system in enumerate(systems):
         share = null_space_share(system, options)

@@ -76,7 +76,8 @@ def _batch(layer: LastLayer, labels: Tensor, restarts: int, seed: int) -> LastLa
     G, g = layer.weight_gradient, layer.bias_gradient
     batch = labels.numel()
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
-    rank = min(batch, numerical_rank(S, tuple(G.shape)))
+    classes, features = G.shape
+    rank = min(batch, numerical_rank(S, (classes, features)))
     U, S, V = U[:, :rank], S[:rank], Vh[:rank].T
     M = layer.weight @ V  # logits are z_b = M c_b + bias
     target = U * S

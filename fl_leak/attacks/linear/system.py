@@ -154,13 +154,13 @@ class LayerSystem:
         fewer rows than unknowns.
         """
         rows, columns = self.shape
-        options = {"dtype": self.target.dtype, "device": self.target.device}
+        dtype, device = self.target.dtype, self.target.device
         if rows < columns:
             adjoint = torch.func.vmap(lambda e: self.apply_adjoint(e).reshape(-1))
-            eye = torch.eye(rows, **options)
+            eye = torch.eye(rows, dtype=dtype, device=device)
             return torch.cat([adjoint(eye[i : i + chunk]) for i in range(0, rows, chunk)])
         forward = torch.func.vmap(lambda e: self.apply(e.reshape(self.unknown_shape)))
-        eye = torch.eye(columns, **options)
+        eye = torch.eye(columns, dtype=dtype, device=device)
         return torch.cat(
             [forward(eye[j : j + chunk]) for j in range(0, columns, chunk)]
         ).T.contiguous()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -14,10 +13,6 @@ from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solv
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
-
-# Called after each layer's solve with the layer's system and its solution; a correction step can
-# return an improved solution (the hybrid attack), or None to keep the least-squares one.
-LayerHook = Callable[[Block, LayerSystem, Tensor, LayerDiagnostics], Tensor | None]
 
 
 @dataclass
@@ -91,7 +86,6 @@ def walk(
     chain: Chain,
     labels: Tensor,
     options: SolverOptions = SolverOptions(),
-    hook: LayerHook | None = None,
     last_solution: LastLayerSolution | None = None,
 ) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input.
@@ -135,11 +129,6 @@ def walk(
             stop_reason=report.stop_reason,
             condition_estimate=report.condition_estimate,
         )
-        if hook is not None:
-            corrected = hook(block, system, x, diagnostics)
-            if corrected is not None:
-                x, diagnostics.corrected = corrected, True
-                diagnostics.residual = system.relative_residual(x)
         diagnostics.seconds = time.perf_counter() - start
         inputs.append(x)
         systems.append(system)

@@ -5,6 +5,10 @@ A *weight operator* describes one weight layer ``z = A x + b`` for a batch ``x``
 gradient that inputs ``x`` would produce with output gradients ``D``, summed over the batch), and
 the adjoints of both. A *linear map* is a parameter-free linear layer (flatten, average pooling)
 that is folded into the weight layer after it.
+
+An adapter module defines its operator (or map) and registers a factory for its module type with
+:func:`~fl_leak.attacks.linear.layers.registry.register_weight_layer` (or ``register_linear_map``);
+what the audit reports about a layer type (its padding) is a method of the operator.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -20,6 +25,10 @@ Shape = tuple[int, ...]
 
 class LinearMap(ABC):
     """A parameter-free linear layer: ``apply`` and its exact ``adjoint``, batch first."""
+
+    # True for maps that only move entries (flatten, reshape): they commute with an element-wise
+    # activation, so they may stand between a weight layer and its activation
+    commutes_with_activations: ClassVar[bool] = False
 
     def __init__(self, in_shape: Shape, out_shape: Shape) -> None:
         self.in_shape = in_shape
@@ -76,6 +85,11 @@ class WeightOperator(ABC):
             return z
         return z + self.bias.reshape(self.out_channels, *([1] * (len(self.out_shape) - 1)))
 
+    def padding_entries(self) -> int:
+        """Zero entries per sample that a padded-input formulation of the layer adds as unknowns
+        (R-GAP's counting; the audit reports them). None for a layer without padding."""
+        return 0
+
 
 class Folded(WeightOperator):
     """A weight operator preceded by parameter-free linear maps (``A' = A P_k ... P_1``)."""
@@ -87,6 +101,9 @@ class Folded(WeightOperator):
 
     def with_weight(self, weight: Tensor) -> WeightOperator:
         return Folded(self.maps, self.core.with_weight(weight))
+
+    def padding_entries(self) -> int:
+        return self.core.padding_entries()
 
     def _apply(self, x: Tensor) -> Tensor:
         for linear_map in self.maps:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
@@ -15,6 +17,12 @@ class Conv2dOperator(WeightOperator):
     """``A x = conv2d(x, W)``; ``K_D(x)`` is conv2d's weight gradient, its adjoint the input one."""
 
     def __init__(self, module: nn.Conv2d, in_shape: Shape, weight: Tensor, bias: Tensor | None):
+        if module.padding_mode != "zeros":
+            raise UnsupportedLayerError("", module, f"padding_mode={module.padding_mode!r}")
+        if isinstance(module.padding, str):
+            raise UnsupportedLayerError(
+                "", module, f"padding={module.padding!r}; give it in pixels"
+            )
         self.stride = module.stride
         self.padding = module.padding
         self.dilation = module.dilation
@@ -22,7 +30,7 @@ class Conv2dOperator(WeightOperator):
         out = F.conv2d(weight.new_zeros(1, *in_shape), weight, None, **self._options())
         super().__init__(in_shape, tuple(out.shape[1:]), weight, bias)
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, Any]:
         return {
             "stride": self.stride,
             "padding": self.padding,
@@ -42,12 +50,16 @@ class Conv2dOperator(WeightOperator):
     def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
         return conv2d_input((d.shape[0], *self.in_shape), g, d, **self._options())
 
+    def padding_entries(self) -> int:
+        """The zero border: ``C * ((H + 2 p_h) (W + 2 p_w) - H W)``."""
+        channels, height, width = self.in_shape
+        pad_h, pad_w = self.padding
+        return channels * ((height + 2 * pad_h) * (width + 2 * pad_w) - height * width)
+
 
 @register_weight_layer(nn.Conv2d)
-def _conv2d(module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None):
+def _conv2d(
+    module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None
+) -> WeightOperator:
     assert isinstance(module, nn.Conv2d)
-    if module.padding_mode != "zeros":
-        raise UnsupportedLayerError("", module, f"padding_mode={module.padding_mode!r}")
-    if isinstance(module.padding, str):
-        raise UnsupportedLayerError("", module, f"padding={module.padding!r}; give it in pixels")
     return Conv2dOperator(module, in_shape, weight, bias)

@@ -8,7 +8,7 @@ from fl_leak.attacks.linear.layers.base import Shape, WeightOperator
 from fl_leak.attacks.linear.layers.registry import register_weight_layer
 
 
-class LinearOperator(WeightOperator):
+class FullyConnectedOperator(WeightOperator):
     """``A x = W x``; ``K_D(X) = D^T X`` summed over the batch."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -25,5 +25,7 @@ class LinearOperator(WeightOperator):
 
 
 @register_weight_layer(nn.Linear)
-def _linear(module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None):
-    return LinearOperator(in_shape, (int(weight.shape[0]),), weight, bias)
+def _linear(
+    module: nn.Module, in_shape: Shape, weight: Tensor, bias: Tensor | None
+) -> WeightOperator:
+    return FullyConnectedOperator(in_shape, (int(weight.shape[0]),), weight, bias)

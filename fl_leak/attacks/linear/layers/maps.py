@@ -12,6 +12,8 @@ from fl_leak.attacks.linear.layers.registry import register_linear_map
 class Reshape(LinearMap):
     """Flatten (or any reshape): its adjoint is the inverse reshape."""
 
+    commutes_with_activations = True
+
     def apply(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.out_shape)
 
@@ -32,8 +34,8 @@ class AvgPool2d(LinearMap):
 
     def adjoint(self, y: Tensor) -> Tensor:
         probe = y.new_zeros(y.shape[0], *self.in_shape)
-        _, vjp = torch.func.vjp(self.module, probe)
-        return vjp(y)[0]
+        pullback = torch.func.vjp(self.module, probe)[1]
+        return pullback(y)[0]
 
 
 @register_linear_map(nn.Flatten)
