@@ -185,7 +185,7 @@ class CaptureConfig:
 class RunConfig:
     """One ``fl-leak`` experiment: a Flower simulation with a malicious server."""
 
-    model: str = "cnn2_c1"
+    model: Any = "cnn2_c1"  # a registered name, or a _target_ mapping (fl_leak.models.target)
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_leak.config import RunConfig
+from fl_leak.models.target import model_name
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -128,7 +129,7 @@ class LeakRecord:
             round=server_round,
             client=client,
             attack=settings.attack.name,
-            model=settings.model,
+            model=model_name(settings.model),
             data=settings.data.name,
             batch_size=fl.batch_size,
             defense=settings.defense.name,

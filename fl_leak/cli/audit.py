@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from fl_leak.config import CONF_DIR, DataConfig, unknown_keys
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics.audit import AuditLayer, AuditReport, audit
-from fl_leak.models import build_model, list_models
+from fl_leak.models import build_model, list_models, model_name
 
 CONFIG_NAME = "audit"
 SCHEMA_NAME = "fl_leak_audit_schema"
@@ -36,7 +37,7 @@ SCHEMA_NAME = "fl_leak_audit_schema"
 class AuditCommand:
     """The settings of ``fl-leak-audit`` (``conf/audit.yaml``)."""
 
-    model: str = "cnn2_c1"
+    model: Any = "cnn2_c1"  # a registered name, or a _target_ mapping (fl_leak.models.target)
     data: DataConfig = field(default_factory=DataConfig)
     input_shape: list[int] | None = None  # None: the data set's
     num_classes: int | None = None  # None: the data set's
@@ -103,7 +104,7 @@ def _problems(command: AuditCommand) -> list[str]:
         found.append(f"rtol={command.rtol} must not be negative")
     if command.threads is not None and command.threads < 1:
         found.append(f"threads={command.threads} must be at least 1 (or null: torch's count)")
-    if command.model not in list_models():
+    if isinstance(command.model, str) and command.model not in list_models():
         found.append(f"model={command.model!r} is unknown; known: {', '.join(list_models())}")
     if command.output is not None:
         output = Path(command.output)
@@ -146,20 +147,17 @@ def run(command: AuditCommand) -> list[AuditReport]:
     Raises :class:`FlLeakError` naming every setting that cannot run, before any work.
     """
     problems = _problems(command)
+    name = model_name(command.model)
     if problems:
         raise FlLeakError("invalid settings:\n  " + "\n  ".join(problems))
     try:
         input_shape, num_classes = _shape_and_classes(command)
         model = build_model(command.model, input_shape, num_classes, seed=command.seed)
     except (OSError, RuntimeError, ValueError) as error:
-        raise FlLeakError(
-            f"model={command.model!r} on data={command.data.name!r}: {error}"
-        ) from error
+        raise FlLeakError(f"model={name!r} on data={command.data.name!r}: {error}") from error
     reports = []
     for batch_size in command.batch_sizes:
-        print(
-            f"auditing {command.model} at batch size {batch_size} ...", file=sys.stderr, flush=True
-        )
+        print(f"auditing {name} at batch size {batch_size} ...", file=sys.stderr, flush=True)
         report = audit(
             model,
             input_shape,
@@ -170,14 +168,14 @@ def run(command: AuditCommand) -> list[AuditReport]:
             threads=command.threads,
         )
         shape = f"input {input_shape}, {num_classes} classes"
-        print(f"\n{command.model}, {shape}, batch size {batch_size}")
+        print(f"\n{name}, {shape}, batch size {batch_size}")
         print(report.table(), flush=True)
         reports.append(report)
     if len(reports) > 1:
         print("\n" + deficiency_by_batch(reports))
     print("\n" + precision_note(command.rtol))
     if command.output:
-        write_csv(reports, command.model, Path(command.output))
+        write_csv(reports, name, Path(command.output))
         print(f"\nwrote {command.output}")
     return reports
 

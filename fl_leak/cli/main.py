@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from fl_leak.config import CONF_DIR, CONFIG_NAME, range_problems, register_configs, to_settings
 from fl_leak.errors import ConfigError
 from fl_leak.fl.interrupts import stop_on_signals
+from fl_leak.models.target import model_name
 from fl_leak.records import STATUS_FILE, write_status
 
 log = logging.getLogger("fl_leak")
@@ -67,7 +68,7 @@ def closing_lines(summary: dict[str, Any]) -> list[str]:
         reason, count = next(iter(shortfalls.items()))
         lines.append(
             f"{sum(shortfalls.values())} of {summary['ok']} updates below 60 dB although the audit "
-            f"calls {config['model']} fully exposed (index 0): {reason}"
+            f"calls {model_name(config['model'])} fully exposed (index 0): {reason}"
             + ("" if count == sum(shortfalls.values()) else " (and other reasons, see records)")
         )
     return lines

@@ -40,6 +40,7 @@ from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.sink import ResultSink
+from fl_leak.models import model_name
 from fl_leak.progress import progress
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def capture_settings(settings: RunConfig) -> dict[str, Any]:
 def capture_key(settings: RunConfig) -> str:
     """``<model>-<hash>``: equal for runs whose updates are equal, whatever their attack."""
     text = json.dumps(capture_settings(settings), sort_keys=True)
-    return f"{settings.model}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return f"{model_name(settings.model)}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from fl_leak.fl.sink import ResultSink, Shown
 from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
 from fl_leak.fl.values import record_float, record_int
 from fl_leak.metrics import score_batch
+from fl_leak.models import model_name
 from fl_leak.records import LeakRecord
 from fl_leak.threads import torch_threads
 
@@ -143,7 +144,7 @@ class UpdateAttacker:
         model = initial_model(self.settings, self.info)
         log.info(
             "auditing %s at batch size %d (once per run; audit.max_dense=0 is faster) ...",
-            self.settings.model,
+            model_name(self.settings.model),
             self.settings.fl.batch_size,
         )
         try:
@@ -155,7 +156,7 @@ class UpdateAttacker:
                 rtol=0,  # the index counts exact deficiencies; skip the numerical count
             )
         except FlLeakError as error:
-            log.warning("no audit index for %s: %s", self.settings.model, error)
+            log.warning("no audit index for %s: %s", model_name(self.settings.model), error)
             return None
         return int(report.index)
 

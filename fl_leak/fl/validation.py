@@ -15,16 +15,17 @@ from fl_leak.defenses import build_defense, list_defenses
 from fl_leak.errors import ConfigError, FlLeakError
 from fl_leak.fl.local_data import load_split, partitions
 from fl_leak.fl.task import initial_model
-from fl_leak.models import list_models
+from fl_leak.models import list_models, model_name
 
 
 def _names(settings: RunConfig) -> list[str]:
     known = {
-        "model": (settings.model, list_models()),
         "attack": (settings.attack.name, list_attacks()),
         "data": (settings.data.name, list_datasets()),
         "defense": (settings.defense.name, list_defenses()),
     }
+    if isinstance(settings.model, str):  # else a _target_ mapping, checked when it is built
+        known["model"] = (settings.model, list_models())
     return [
         f"{key}={value!r} is unknown; known: {', '.join(names)}"
         for key, (value, names) in known.items()
@@ -101,15 +102,15 @@ def _data(settings: RunConfig) -> list[str]:
         model = initial_model(settings, train.info)
     except (FlLeakError, ValueError, RuntimeError) as error:
         problems.append(
-            f"model={settings.model!r} does not fit data={settings.data.name!r}: {error}"
+            f"model={model_name(settings.model)!r} does not fit data={settings.data.name!r}: "
+            f"{error}"
         )
         return problems
     try:
         check_attack_model(settings.attack.name, model, train.info.input_shape)
     except FlLeakError as error:
-        problems.append(
-            f"attack={settings.attack.name!r} cannot attack model={settings.model!r}: {error}"
-        )
+        model_text = f"model={model_name(settings.model)!r}"
+        problems.append(f"attack={settings.attack.name!r} cannot attack {model_text}: {error}")
     return problems
 
 

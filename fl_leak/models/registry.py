@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fl_leak.errors import UnknownModelError
+from fl_leak.models.target import ModelSpec, build_target, is_target
 from fl_leak.registry import Registry
 
 ModelFactory = Callable[[Sequence[int], int], nn.Module]
@@ -26,22 +27,35 @@ def list_models() -> list[str]:
 
 
 def build_model(
-    name: str,
+    name: ModelSpec,
     input_shape: Sequence[int] = (3, 32, 32),
     num_classes: int = 10,
     seed: int | None = None,
 ) -> nn.Module:
-    """Build the network registered as ``name``; ``seed`` makes its initial weights reproducible.
+    """Build the network registered as ``name``, or the one a ``_target_`` mapping names (see
+    :mod:`fl_leak.models.target`); ``seed`` makes its initial weights reproducible.
 
     >>> build_model("cnn2_c1", seed=0)(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 10])
     """
-    factory = MODELS.get(name)
+    if is_target(name):
+        assert not isinstance(name, str)
+        spec = name
+
+        def build() -> nn.Module:
+            return build_target(spec, input_shape, num_classes)
+
+    else:
+        factory = MODELS.get(str(name))
+
+        def build() -> nn.Module:
+            return factory(tuple(input_shape), num_classes)
+
     if seed is None:
-        return factory(tuple(input_shape), num_classes)
+        return build()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return factory(tuple(input_shape), num_classes)
+        return build()
 
 
 __all__ = [
