@@ -130,6 +130,7 @@ def _main(cfg: DictConfig) -> None:
         print(f"fl-leak: {label}{error}", file=sys.stderr)
         if multirun:
             write_status(output_dir, "failed", error)
+            log.error("job %s failed, the sweep goes on: settings that cannot run", output_dir)
             return
         remove_job_folder(output_dir)
         sys.exit(2)
