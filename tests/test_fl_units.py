@@ -278,6 +278,8 @@ def test_client_errors_keep_the_exception_message() -> None:
     )
     assert client_error_message(reason) == "injected failure of client 1 in round 2"
     assert client_error_message("plain text") == "plain text"
+    deployed = "<class 'fl_leak.fl.version.VersionMismatchError'>:<'client 1 runs fl-leak 0.0.9'>"
+    assert client_error_message(deployed) == "client 1 runs fl-leak 0.0.9"
 
 
 def test_run_config_keys_become_overrides() -> None:

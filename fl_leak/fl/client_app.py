@@ -149,7 +149,7 @@ def train_reply(
             IDENTITY_KEY: identity_record(partition_id),
         }
     )
-    if sends_ground_truth(context.node_config, data):
+    if sends_ground_truth(context.node_config, data.own):
         if data.own:
             log.warning(
                 "client %d sends the images of its attacked batch to the server for scoring "

@@ -122,11 +122,12 @@ def _labels(folders: Sequence[str], class_names: Sequence[str], root: str) -> li
     return list(range(len(folders)))
 
 
-def sends_ground_truth(node_config: Mapping[str, Any], data: NodeData) -> bool:
-    """Whether this node sends the attacked batch for scoring (``send-ground-truth``)."""
+def sends_ground_truth(node_config: Mapping[str, Any], own: bool) -> bool:
+    """Whether this node sends the attacked batch for scoring (``send-ground-truth``); ``own``:
+    its data are its own images (``data-root``)."""
     value = node_config.get(GROUND_TRUTH_KEY)
     if value is None:
-        return not data.own
+        return not own
     if isinstance(value, str):
         if value.lower() not in ("true", "false"):
             raise FlLeakError(f"{GROUND_TRUTH_KEY}={value!r} must be true or false")

@@ -23,14 +23,19 @@ from fl_leak.progress import progress
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MESSAGE = "Message: "
+_PROCESS_ERROR = re.compile(r"<class '[\w.]+'>:<'(.*)'>", re.DOTALL)
 Aggregate = TypeVar("Aggregate")
 
 
 def client_error_message(reason: str) -> str:
-    """The client's exception message out of a Flower error reason (a Ray traceback)."""
+    """The client's exception message out of a Flower error reason: a Ray traceback (the
+    simulation) or ``<class 'Error'>:<'message'>`` (a SuperNode's ClientApp process)."""
     reason = _ANSI.sub("", reason).strip()
     if _MESSAGE in reason:
         return reason.rsplit(_MESSAGE, 1)[1].rstrip("'>").strip()
+    process_error = _PROCESS_ERROR.fullmatch(reason)
+    if process_error:
+        return process_error.group(1)
     return reason
 
 
