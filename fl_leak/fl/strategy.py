@@ -7,6 +7,7 @@ partition order) is :class:`Interceptor`'s, shared with the wrapper of any strat
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
@@ -21,6 +22,7 @@ from fl_leak.fl.leakage import Attacker
 from fl_leak.fl.oracle import take_oracle
 from fl_leak.progress import progress
 
+log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MESSAGE = "Message: "
 _PROCESS_ERROR = re.compile(r"<class '[\w.]+'>:<'(.*)'>", re.DOTALL)
@@ -52,6 +54,7 @@ class Interceptor:
         self.directory = ClientDirectory()
         self._sent: dict[int, ArrayRecord] = {}
         self._round_start = 0.0
+        self._told_of_ground_truth = False
 
     def sent(self, messages: Iterable[Message]) -> list[Message]:
         """Keep the weights each train message carries (the attack's model); return them."""
@@ -82,6 +85,13 @@ class Interceptor:
         for reply in progress(replies, described):
             client = self.directory.client_of(reply)
             oracle = take_oracle(reply)
+            if oracle is not None and not self._told_of_ground_truth:
+                self._told_of_ground_truth = True
+                log.info(
+                    "clients send the images of their attacked batches (ground truth, for scoring "
+                    "only) on the oracle channel: on real nodes, their training data; a node's "
+                    "send-ground-truth=false stops it (docs/deployment.md)"
+                )
             if not attacked:
                 continue
             if reply.has_error():
