@@ -154,3 +154,15 @@ def test_flwr_run_runs_the_own_flower_app_and_records_every_update(tmp_path: Pat
     assert json.loads((output_dir / "summary.json").read_text())["ok"] == 4
     assert processes_mentioning(str(home)) == []
     print(f"flwr run of examples/own-flower-app: {time.monotonic() - start:.0f} s")
+
+
+def test_the_docs_show_every_line_the_example_marks_as_added() -> None:
+    page = (REPO / "docs" / "own-flower-app.md").read_text()
+    marked = [
+        line.strip()
+        for path in sorted((APP / "ownapp").glob("*.py"))
+        for line in path.read_text().splitlines()
+        if "# fl-leak" in line
+    ]
+    assert len(marked) == 4
+    assert all(line in page for line in marked), marked

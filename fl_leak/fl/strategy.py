@@ -101,7 +101,9 @@ class Interceptor:
                 continue
             sent = self._sent.get(reply.metadata.src_node_id)
             if sent is None:
-                self.attacker.client_failed(server_round, client, "no weights were sent to it")
+                self.attacker.client_failed(
+                    server_round, client, "it was sent no single ArrayRecord"
+                )
                 continue
             self.attacker.attack_update(
                 server_round, client, sent=sent, reply=reply.content, oracle=oracle
