@@ -11,6 +11,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
 
+import fl_leak
 from fl_leak.config import RunConfig, compose
 from fl_leak.fl import leakage
 from fl_leak.fl.client_app import make_client_app
@@ -19,9 +20,11 @@ from fl_leak.fl.gradients import gradient_estimate, relative_error
 from fl_leak.fl.leakage import UpdateAttacker, label_accuracy, run_attack, server_view
 from fl_leak.fl.local_data import load_split, partitions, round_plan, step_count
 from fl_leak.fl.oracle import ORACLE_KEY, Oracle, oracle_record, take_oracle
+from fl_leak.fl.server_app import client_config
 from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.strategy import client_error_message
 from fl_leak.fl.task import initial_model, samples, to_arrays
+from fl_leak.fl.version import VersionMismatchError
 from fl_leak.metrics import psnr
 from fl_leak.records import LeakRecord
 
@@ -32,12 +35,15 @@ def settings_with(*extra: str) -> RunConfig:
     return compose([f"fl.num_clients={CLIENTS}", "audit.max_dense=0", *extra])
 
 
-def train_message(settings: RunConfig, server_round: int = 1) -> Message:
+def train_message(settings: RunConfig, server_round: int = 1, **config: object) -> Message:
+    """A train message as the server sends it (``config`` overrides its config's values)."""
     info = load_split(settings.data, train=True).info
     content = RecordDict(
         {
             "arrays": to_arrays(initial_model(settings, info)),
-            "config": ConfigRecord({"server-round": server_round}),
+            "config": ConfigRecord(
+                {"server-round": server_round, **client_config(info), **config}  # type: ignore[dict-item]
+            ),
         }
     )
     metadata = Metadata(
@@ -55,17 +61,22 @@ def train_message(settings: RunConfig, server_round: int = 1) -> Message:
 
 
 def client_reply(
-    settings: RunConfig, partition: int = 0, server_round: int = 1, kind: str = MessageType.TRAIN
+    settings: RunConfig,
+    partition: int = 0,
+    server_round: int = 1,
+    kind: str = MessageType.TRAIN,
+    node_config: dict[str, object] | None = None,
+    message: Message | None = None,
 ) -> Message:
     """Run the real ClientApp in this process on a message of ``kind``; return its reply."""
     context = Context(
         run_id=1,
         node_id=7,
-        node_config={"partition-id": partition, "num-partitions": CLIENTS},
+        node_config={"partition-id": partition, "num-partitions": CLIENTS, **(node_config or {})},  # type: ignore[dict-item]
         state=RecordDict(),
         run_config={},
     )
-    message = train_message(settings, server_round)
+    message = message or train_message(settings, server_round)
     message.metadata.message_type = kind
     reply = make_client_app(lambda _: settings)(message, context)
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
@@ -126,9 +137,28 @@ def test_clients_evaluate_the_global_model_on_their_partition() -> None:
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
 
 
-def test_clients_tell_the_server_their_partition() -> None:
-    reply = client_reply(settings_with(), partition=3, kind=MessageType.QUERY)
+def test_every_train_reply_names_its_client() -> None:
+    reply = client_reply(settings_with(), partition=3)
     assert reply.content["identity"]["partition-id"] == 3
+    assert "oracle" in reply.content  # the run's data set: ground truth sent by default
+
+
+def test_a_client_refuses_a_server_of_another_fl_leak_naming_both_versions() -> None:
+    settings = settings_with()
+    other = train_message(settings, **{"fl-leak-version": "0.0.9"})
+    with pytest.raises(VersionMismatchError) as raised:
+        client_reply(settings, partition=2, message=other)
+    assert f"client 2 runs fl-leak {fl_leak.__version__} (source " in str(raised.value)
+    assert "but the server runs fl-leak 0.0.9 (source " in str(raised.value)
+    unversioned = train_message(settings)
+    del unversioned.content["config"]["fl-leak-version"]
+    with pytest.raises(VersionMismatchError, match="the server sent no fl-leak version"):
+        client_reply(settings, message=unversioned)
+
+
+def test_a_node_with_send_ground_truth_off_sends_no_oracle() -> None:
+    reply = client_reply(settings_with(), node_config={"send-ground-truth": False})
+    assert "oracle" not in reply.content and reply.content["identity"]["partition-id"] == 0
 
 
 # --- update -> gradient --------------------------------------------------------------------------
@@ -248,6 +278,8 @@ def test_client_errors_keep_the_exception_message() -> None:
     )
     assert client_error_message(reason) == "injected failure of client 1 in round 2"
     assert client_error_message("plain text") == "plain text"
+    deployed = "<class 'fl_leak.fl.version.VersionMismatchError'>:<'client 1 runs fl-leak 0.0.9'>"
+    assert client_error_message(deployed) == "client 1 runs fl-leak 0.0.9"
 
 
 def test_run_config_keys_become_overrides() -> None:

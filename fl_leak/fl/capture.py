@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -40,13 +39,14 @@ from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.sink import ResultSink
+from fl_leak.fl.version import source_digest
+from fl_leak.fl.version import tree_digest as tree_digest  # where it used to live
 from fl_leak.models import model_name
 from fl_leak.progress import progress
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
 META_FILE = "capture.json"
 SUFFIX = ".safetensors"
 ROUND_KEYS = (  # the server's own per-round figures, carried into a replay's summary
@@ -68,29 +68,6 @@ ATTACK_ONLY_KEYS = (  # settings that act after the updates are made: never part
     "fl.client_cpus",
     "fl.round_timeout",
 )
-SOURCE_SUFFIXES = (".py", ".yaml", ".npz")
-
-
-def tree_digest(package_dir: Path) -> str:
-    """A hash of every ``.py``, ``.yaml`` and ``.npz`` file under ``package_dir``, by relative
-    path and content."""
-    digest = hashlib.sha256()
-    files = sorted(
-        path for path in package_dir.rglob("*") if path.suffix in SOURCE_SUFFIXES and path.is_file()
-    )
-    for path in files:
-        digest.update(path.relative_to(package_dir).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-@lru_cache(maxsize=1)
-def source_digest() -> str:
-    """The :func:`tree_digest` of this ``fl_leak`` (installed or checked out), once per process:
-    changes whenever its code, configs or bundled data change."""
-    return tree_digest(PACKAGE_DIR)
 
 
 def capture_settings(settings: RunConfig) -> dict[str, Any]:

@@ -4,7 +4,10 @@ Their settings come from the run config (``[tool.flwr.app.config]``, ``--run-con
 is a Hydra override of ``conf/config.yaml`` with ``-`` read as ``_`` (``fl.num-clients = 10`` is
 ``fl.num_clients=10``, ``model = "cnn6d"`` selects the model group), except ``output-dir``, the
 directory of the run's outputs (relative to the ServerApp's working directory; empty:
-``outputs/flwr/<run id>``). ``fl.num-clients`` must equal the federation's ``num-supernodes``.
+``outputs/flwr/<run id>``). ``fl.num-clients`` must equal the federation's ``num-supernodes``
+(on a SuperLink: the SuperNodes' ``num-partitions``). Each node may read its own data and decide
+whether to send ground truth from its node config (:mod:`fl_leak.fl.node_data`); server and nodes
+check they run the same fl-leak (:mod:`fl_leak.fl.version`). See docs/deployment.md.
 
 These are the Message-API apps: a defense with secure aggregation (``defense=secagg``), which runs
 on Flower's legacy path, is refused here; ``fl-leak`` (:func:`fl_leak.fl.simulate`) runs it.

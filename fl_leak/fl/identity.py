@@ -1,15 +1,21 @@
-"""Which partition each Flower node holds, asked once per node with a query message.
+"""Which client sent a reply: its partition id, carried in every train reply.
 
-Node ids are random per run and an error reply carries nothing but the node id, so the server
-asks every node it has not heard of for its partition id (a client's name in the records).
+Node ids are random per run, so a client names itself in its reply, in a ``ConfigRecord`` named
+``identity`` (``partition-id``: the client's name in the records). The server takes that record
+out of each reply (:meth:`ClientDirectory.learn`) before its strategy reads the reply. An error
+reply carries no content, only its node id: its client is the partition that node named in an
+earlier reply, or unknown (``None``).
+
+The identity rides in the reply rather than in a separate query: under Flower's Deployment Engine
+every message starts a fresh ClientApp process on the node, whose imports alone can take tens of
+seconds, so a query answered after a fixed timeout named no client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, Message
 
 from fl_leak.fl.values import config_record, record_int
 
@@ -17,35 +23,42 @@ IDENTITY_KEY = "identity"
 PARTITION_KEY = "partition-id"
 
 
-def identity_reply(query: Message, partition_id: int) -> Message:
-    """A client's answer to the server's query."""
-    content = RecordDict({IDENTITY_KEY: ConfigRecord({PARTITION_KEY: partition_id})})
-    return Message(content=content, reply_to=query)
+def identity_record(partition_id: int) -> ConfigRecord:
+    """The record a client adds to its reply under ``IDENTITY_KEY``."""
+    return ConfigRecord({PARTITION_KEY: int(partition_id)})
+
+
+def take_identity(reply: Message) -> int | None:
+    """Remove the identity record from ``reply`` (in place) and return its partition id.
+
+    ``None`` when the reply carries none (an error reply, or a client that does not name itself).
+    """
+    if reply.has_error() or IDENTITY_KEY not in reply.content:
+        return None
+    partition = record_int(config_record(reply.content, IDENTITY_KEY), PARTITION_KEY)
+    del reply.content[IDENTITY_KEY]
+    return partition
 
 
 class ClientDirectory:
-    """Node id -> partition id, filled on demand."""
+    """Node id -> partition id, learnt from the replies' identity records."""
 
-    def __init__(self, timeout: float = 60.0) -> None:
-        self.timeout = timeout
+    def __init__(self) -> None:
         self._partitions: dict[int, int] = {}
 
-    def partitions(self, grid: Grid, node_ids: Iterable[int]) -> dict[int, int]:
-        """The partition of every known node, after asking those of ``node_ids`` not yet known."""
-        unknown = sorted(set(node_ids) - set(self._partitions))
-        if unknown:
-            queries = [
-                Message(
-                    content=RecordDict({IDENTITY_KEY: ConfigRecord()}),
-                    message_type=MessageType.QUERY,
-                    dst_node_id=node_id,
-                )
-                for node_id in unknown
-            ]
-            for reply in grid.send_and_receive(queries, timeout=self.timeout):
-                if not reply.has_error():
-                    identity = config_record(reply.content, IDENTITY_KEY)
-                    self._partitions[reply.metadata.src_node_id] = record_int(
-                        identity, PARTITION_KEY
-                    )
-        return dict(self._partitions)
+    def learn(self, replies: Iterable[Message]) -> None:
+        """Take the identity record out of every reply and remember its node's partition."""
+        for reply in replies:
+            partition = take_identity(reply)
+            if partition is not None:
+                self._partitions[reply.metadata.src_node_id] = partition
+
+    def client_of(self, reply: Message) -> int | None:
+        """The partition id of the node that sent ``reply``, if it ever named itself."""
+        return self._partitions.get(reply.metadata.src_node_id)
+
+    def order(self, reply: Message) -> tuple[int, int, int]:
+        """A sort key: replies of known clients by partition id, then the others by node id."""
+        client = self.client_of(reply)
+        node = reply.metadata.src_node_id
+        return (0, client, node) if client is not None else (1, 0, node)

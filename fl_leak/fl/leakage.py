@@ -1,18 +1,21 @@
 """The malicious server's work on one update: gradient estimate, attack, score, record.
 
-Independent of any strategy class, so that every server-side path shares it: a strategy hands
-:meth:`UpdateAttacker.attack_update` the weights it sent, the reply's records (oracle removed) and
-the oracle it took out. The attack receives only :class:`ServerView`, built from what a real server
-holds; the oracle is read afterwards, to score.
+Independent of any strategy class and of fl-leak's run configuration, so that every server-side
+path shares it: a strategy hands :meth:`Attacker.attack_update` the weights it sent, the reply's
+records (oracle removed) and the oracle it took out. The attack receives only :class:`ServerView`,
+built from what a real server holds (:class:`AttackSettings`: the model, the clients' training
+hyper-parameters); the oracle is read afterwards, to score. :class:`UpdateAttacker` is the
+:class:`Attacker` of an fl-leak run, :class:`fl_leak.fl.malicious.MaliciousStrategy` that of a
+Flower app of one's own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
+from typing import Any, TypeVar
 
 import torch
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
-from fl_leak.config import RunConfig, attack_options_of
+from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.defenses import EPSILON_METRIC, build_defense
 from fl_leak.errors import FlLeakError
@@ -29,7 +32,7 @@ from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.shortfall import shortfall
 from fl_leak.fl.sink import ResultSink, Shown
-from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss, model_with
+from fl_leak.fl.task import NUM_EXAMPLES, initial_model, mean_loss
 from fl_leak.fl.values import record_float, record_int
 from fl_leak.metrics import score_batch
 from fl_leak.models import model_name
@@ -38,6 +41,72 @@ from fl_leak.threads import torch_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """What the malicious server knows of the clients' training, and the attack it runs.
+
+    Everything :class:`Attacker` needs, without fl-leak's run configuration: a Flower app of its
+    own fills it from its own model and hyper-parameters (see :mod:`fl_leak.fl.malicious`);
+    :func:`attack_settings` fills it from an fl-leak run.
+
+    Parameters
+    ----------
+    model : callable
+        Builds the model the clients train, in the dtype they train in; its weights are replaced
+        by those the server sent before each attack.
+    input_shape : tuple of int
+        Shape ``(C, H, W)`` of one input.
+    lr : float
+        The clients' learning rate (plain SGD).
+    batch_size, local_steps, local_epochs : int
+        The local training the server configured: ``local_steps`` steps on a batch of
+        ``batch_size`` (1 step: FedSGD, where the update gives the gradient exactly), or with
+        ``local_epochs`` > 0 that many passes over the ``num-examples`` samples a reply reports.
+    attack : str
+        One of ``fl_leak.list_attacks()`` (``linear``, ``hybrid``, ``ig``, ``dlg``), with its
+        keyword ``attack_options``, on ``device``.
+    attack_rounds : tuple of int
+        The rounds whose updates are attacked; empty: every round.
+    audit_max_dense : int or None
+        ``max_dense`` of the :func:`fl_leak.audit` whose index every record carries (0: its fast
+        structural bound); None: no audit.
+    model_name : str
+        The model's name in the records; empty: its class name.
+    """
+
+    model: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    lr: float
+    batch_size: int = 1
+    local_steps: int = 1
+    local_epochs: int = 0
+    attack: str = "linear"
+    attack_options: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    attack_rounds: tuple[int, ...] = ()
+    audit_max_dense: int | None = 0
+    model_name: str = ""
+
+
+def attack_settings(settings: RunConfig, info: DatasetInfo) -> AttackSettings:
+    """The :class:`AttackSettings` of an fl-leak run on the data set described by ``info``."""
+    fl = settings.fl
+    return AttackSettings(
+        model=partial(initial_model, settings, info),
+        input_shape=info.input_shape,
+        lr=fl.lr,
+        batch_size=fl.batch_size,
+        local_steps=fl.local_steps,
+        local_epochs=fl.local_epochs,
+        attack=settings.attack.name,
+        attack_options=dict(settings.attack.options),
+        device=settings.device,
+        attack_rounds=tuple(fl.attack_rounds),
+        audit_max_dense=settings.audit.max_dense if settings.audit.enabled else None,
+        model_name=model_name(settings.model),
+    )
 
 
 @dataclass(frozen=True)
@@ -66,6 +135,45 @@ def reply_metrics(reply: RecordDict) -> MetricRecord:
     return _single(reply.metric_records, "MetricRecord")
 
 
+def update_view(
+    attack: AttackSettings, sent: ArrayRecord, reply: RecordDict, batch_size: int | None = None
+) -> ServerView:
+    """The attack's inputs for one update: the server's own knowledge and the reply's records.
+
+    Reads the reply's one ArrayRecord (the returned weights) and the sample count of its one
+    MetricRecord, nothing else. ``batch_size`` is the batch the attack reconstructs (default
+    ``attack.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times
+    it).
+    """
+    returned = _single(reply.array_records, "ArrayRecord")
+    num_examples = record_int(reply_metrics(reply), NUM_EXAMPLES)
+    model = attack.model()
+    model.load_state_dict(sent.to_torch_state_dict())
+    steps = step_count(attack, num_examples)
+    gradients = gradient_estimate(model, sent, returned, attack.lr, steps)
+    batch = attack.batch_size if batch_size is None else batch_size
+    return ServerView(model, gradients, tuple(attack.input_shape), batch, steps)
+
+
+def _reconstruct(
+    view: ServerView, attack: str, options: Mapping[str, Any], device: str
+) -> Reconstruction:
+    return reconstruct(
+        view.model,
+        view.gradients,
+        input_shape=view.input_shape,
+        batch_size=view.batch_size,
+        labels=None,
+        attack=attack,
+        **{"device": device, **options},
+    )
+
+
+def reconstruct_view(attack: AttackSettings, view: ServerView) -> Reconstruction:
+    """Run the attack on ``view``; labels are left for the attack to recover."""
+    return _reconstruct(view, attack.attack, attack.attack_options, attack.device)
+
+
 def server_view(
     settings: RunConfig,
     info: DatasetInfo,
@@ -73,32 +181,13 @@ def server_view(
     reply: RecordDict,
     batch_size: int | None = None,
 ) -> ServerView:
-    """The attack's inputs for one update: the server's own knowledge and the reply's records.
-
-    Reads the reply's one ArrayRecord (the returned weights) and the sample count of its one
-    MetricRecord, nothing else. ``batch_size`` is the batch the attack reconstructs (default
-    ``fl.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times it).
-    """
-    returned = _single(reply.array_records, "ArrayRecord")
-    num_examples = record_int(reply_metrics(reply), NUM_EXAMPLES)
-    model = model_with(settings, info, sent)
-    steps = step_count(settings.fl, num_examples)
-    gradients = gradient_estimate(model, sent, returned, settings.fl.lr, steps)
-    batch = settings.fl.batch_size if batch_size is None else batch_size
-    return ServerView(model, gradients, info.input_shape, batch, steps)
+    """:func:`update_view` for an fl-leak run (default batch size ``fl.batch_size``)."""
+    return update_view(attack_settings(settings, info), sent, reply, batch_size)
 
 
 def run_attack(settings: RunConfig, view: ServerView) -> Reconstruction:
-    """Run the configured attack on ``view``; labels are left for the attack to recover."""
-    return reconstruct(
-        view.model,
-        view.gradients,
-        input_shape=view.input_shape,
-        batch_size=view.batch_size,
-        labels=None,
-        attack=settings.attack.name,
-        **attack_options_of(settings),
-    )
+    """:func:`reconstruct_view` with the attack of an fl-leak run."""
+    return _reconstruct(view, settings.attack.name, settings.attack.options, settings.device)
 
 
 def label_accuracy(recovered: Tensor, true: Tensor) -> float:
@@ -124,56 +213,58 @@ def first_step_gradient(view: ServerView, oracle: Oracle) -> list[Tensor]:
     return [gradient.detach() for gradient in gradients]
 
 
-class UpdateAttacker:
-    """Attacks every update it is given and records the outcome in a :class:`ResultSink`."""
+class Attacker:
+    """Attacks every update it is given and records the outcome in a :class:`ResultSink`.
 
-    def __init__(self, settings: RunConfig, info: DatasetInfo, sink: ResultSink) -> None:
-        self.settings = settings
-        self.info = info
+    ``attack`` says what the server knows and which attack it runs; ``template`` is a record of
+    the run whose outcome fields are empty: every record copies it, with its round and client.
+    """
+
+    def __init__(self, attack: AttackSettings, sink: ResultSink, template: LeakRecord) -> None:
+        self.attack = attack
         self.sink = sink
-        self.defense_options = build_defense(
-            settings.defense.name, settings.defense.options
-        ).describe()
+        self.template = template
 
     @cached_property
     def audit_index(self) -> int | None:
-        """``fl_leak.audit``'s index of the initial model at the run's batch size (once per run)."""
-        audit_settings = self.settings.audit
-        if not audit_settings.enabled:
+        """``fl_leak.audit``'s index of the model at the attacked batch size (once per run)."""
+        attack = self.attack
+        if attack.audit_max_dense is None:
             return None
-        model = initial_model(self.settings, self.info)
         log.info(
             "auditing %s at batch size %d (once per run; audit.max_dense=0 is faster) ...",
-            model_name(self.settings.model),
-            self.settings.fl.batch_size,
+            self.template.model,
+            attack.batch_size,
         )
         try:
             report = fl_leak.audit(
-                model,
-                self.info.input_shape,
-                self.settings.fl.batch_size,
-                max_dense=audit_settings.max_dense,
+                attack.model(),
+                attack.input_shape,
+                attack.batch_size,
+                max_dense=attack.audit_max_dense,
                 rtol=0,  # the index counts exact deficiencies; skip the numerical count
             )
         except FlLeakError as error:
-            log.warning("no audit index for %s: %s", model_name(self.settings.model), error)
+            log.warning("no audit index for %s: %s", self.template.model, error)
             return None
         return int(report.index)
 
     def attacks(self, server_round: int) -> bool:
-        """Whether the server attacks this round's updates (``fl.attack_rounds``)."""
-        rounds = self.settings.fl.attack_rounds
+        """Whether the server attacks this round's updates (``attack_rounds``)."""
+        rounds = self.attack.attack_rounds
         return not rounds or server_round in rounds
 
     def record(
         self, server_round: int, client: int | None, aggregated_clients: int | None = None
     ) -> LeakRecord:
         """An empty record of this run for one client (or an aggregate) and round."""
-        record = LeakRecord.of_run(
-            self.settings, server_round, client, self.audit_index, self.defense_options
+        return replace(
+            self.template,
+            round=server_round,
+            client=client,
+            audit_index=self.audit_index,
+            aggregated_clients=aggregated_clients,
         )
-        record.aggregated_clients = aggregated_clients
-        return record
 
     def client_failed(self, server_round: int, client: int | None, reason: str) -> None:
         """Record a client that raised instead of replying."""
@@ -198,9 +289,12 @@ class UpdateAttacker:
         record = self.record(server_round, client, aggregated_clients)
         try:
             if oracle is None:
-                raise ValueError("the reply carries no oracle record to score against")
-            batch_size = self.settings.fl.batch_size * (aggregated_clients or 1)
-            view = server_view(self.settings, self.info, sent, reply, batch_size)
+                raise ValueError(
+                    "the reply carries no ground truth (oracle record) to score against: the "
+                    "client sends none (an fl-leak node with send-ground-truth=false)"
+                )
+            batch_size = self.attack.batch_size * (aggregated_clients or 1)
+            view = update_view(self.attack, sent, reply, batch_size)
             record.steps = view.steps
             metrics = reply_metrics(reply)
             record.epsilon = (
@@ -209,9 +303,9 @@ class UpdateAttacker:
             record.gradient_relative_error = relative_error(
                 view.gradients, first_step_gradient(view, oracle)
             )
-            reconstruction = run_attack(self.settings, view)
+            reconstruction = reconstruct_view(self.attack, view)
             shown = self._score(record, reconstruction, oracle)
-            record.shortfall = shortfall(self.settings, record, reconstruction)
+            record.shortfall = shortfall(record, reconstruction)
         except Exception as error:  # one failed attack must not end the run
             log.warning("round %d, client %s: attack failed: %s", server_round, client, error)
             self.sink.add(record.fail("attack", f"{type(error).__name__}: {error}"))
@@ -229,3 +323,20 @@ class UpdateAttacker:
         record.seconds = reconstruction.seconds
         matched = candidates[torch.from_numpy(scores.permutation)]
         return Shown(originals=originals, labels=oracle.labels, reconstructions=matched)
+
+
+class UpdateAttacker(Attacker):
+    """The :class:`Attacker` of an fl-leak run: its settings, on the data set ``info`` describes.
+
+    Records carry the run's settings (:meth:`fl_leak.records.LeakRecord.of_run`) and the
+    defense's strength.
+    """
+
+    def __init__(self, settings: RunConfig, info: DatasetInfo, sink: ResultSink) -> None:
+        self.settings = settings
+        self.info = info
+        self.defense_options = build_defense(
+            settings.defense.name, settings.defense.options
+        ).describe()
+        template = LeakRecord.of_run(settings, 0, None, None, self.defense_options)
+        super().__init__(attack_settings(settings, info), sink, template)

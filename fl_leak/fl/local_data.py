@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fl_leak.config import DataConfig, FlConfig, LocalData, RunConfig
+from fl_leak.config import DataConfig, LocalData, RunConfig
 from fl_leak.data import ImageDataset, load_dataset, partition_indices
 
 
@@ -43,7 +44,20 @@ def partitions(settings: RunConfig) -> tuple[np.ndarray, ...]:
     return _partitions(key, fl.num_clients, fl.partition.value, fl.alpha, settings.seed)
 
 
-def step_count(fl: FlConfig, num_examples: int) -> int:
+class LocalSchedule(Protocol):
+    """The local-training settings the step count depends on (``FlConfig`` has them)."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def local_steps(self) -> int: ...
+
+    @property
+    def local_epochs(self) -> int: ...
+
+
+def step_count(fl: LocalSchedule, num_examples: int) -> int:
     """Local SGD steps of a client that trains on ``num_examples`` samples.
 
     ``local_steps``, or with ``local_epochs`` > 0 that many passes in mini-batches of
@@ -73,16 +87,19 @@ class RoundPlan:
         return self.steps[0]
 
 
-def round_plan(settings: RunConfig, partition_id: int, server_round: int) -> RoundPlan:
+def round_plan(
+    settings: RunConfig, partition_id: int, server_round: int, indices: np.ndarray | None = None
+) -> RoundPlan:
     """Which samples a client trains on this round, and in which batches.
 
     With ``local_data=batch`` the client draws ``batch_size`` samples of its partition and takes
     every step on them; with ``partition`` it passes over its whole partition, reshuffled each
-    epoch, in mini-batches of ``batch_size``.
+    epoch, in mini-batches of ``batch_size``. ``indices``: the client's samples (default: its
+    partition of the run's data set).
     """
     fl = settings.fl
     generator = torch.Generator().manual_seed(round_seed(settings.seed, server_round, partition_id))
-    own = torch.from_numpy(partitions(settings)[partition_id])
+    own = torch.from_numpy(partitions(settings)[partition_id] if indices is None else indices)
     if len(own) < fl.batch_size:
         raise ValueError(
             f"partition {partition_id} holds {len(own)} samples, fewer than "

@@ -9,7 +9,7 @@ from time import perf_counter
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fl_leak.config import FlConfig, RunConfig
@@ -17,10 +17,12 @@ from fl_leak.data import DatasetInfo
 from fl_leak.defenses import build_defense
 from fl_leak.fl.leakage import UpdateAttacker
 from fl_leak.fl.local_data import load_split
+from fl_leak.fl.node_data import data_config
 from fl_leak.fl.sink import ResultSink
 from fl_leak.fl.strategy import MaliciousFedAvg
 from fl_leak.fl.task import evaluate, initial_model, model_with, to_arrays
 from fl_leak.fl.values import record_float
+from fl_leak.fl.version import version_config
 
 RunSource = Callable[[Context], tuple[RunConfig, Path]]
 AttackerFactory = Callable[[RunConfig, DatasetInfo, ResultSink], UpdateAttacker]
@@ -29,6 +31,13 @@ AttackerFactory = Callable[[RunConfig, DatasetInfo, ResultSink], UpdateAttacker]
 def sampled_clients(fl: FlConfig) -> int:
     """How many clients FedAvg samples per round (``fraction_train`` of them, at least one)."""
     return max(int(fl.num_clients * fl.fraction_train), 1)
+
+
+def client_config(info: DatasetInfo) -> dict[str, Any]:
+    """What every train and evaluate message tells the clients besides FedAvg's ``server-round``:
+    the server's fl-leak (which they check, :mod:`fl_leak.fl.version`), and the shape and classes
+    of the run's data set (for nodes that read their own images, :mod:`fl_leak.fl.node_data`)."""
+    return {**version_config(), **data_config(info)}
 
 
 def serve(
@@ -74,6 +83,8 @@ def serve(
         initial_arrays=to_arrays(initial_model(settings, info)),
         num_rounds=fl.rounds,
         timeout=fl.round_timeout,
+        train_config=ConfigRecord(client_config(info)),
+        evaluate_config=ConfigRecord(client_config(info)),
         evaluate_fn=evaluate_global,
     )
     for server_round, metrics in result.evaluate_metrics_clientapp.items():

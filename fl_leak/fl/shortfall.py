@@ -10,29 +10,29 @@ amplifies its rounding by the network's conditioning), or the solver stopped ear
 from __future__ import annotations
 
 from fl_leak.attacks import Reconstruction
-from fl_leak.config import Dtype, RunConfig
 from fl_leak.records import LeakRecord
 
 EXACT_PSNR = 60.0  # dB: what the tests and the docs call an exact reconstruction
 SOLVE_ATTACKS = ("linear", "hybrid")  # the attacks whose exactness the audit predicts
 
 
-def shortfall(
-    settings: RunConfig, record: LeakRecord, reconstruction: Reconstruction
-) -> str | None:
-    """The reasons, ``; ``-joined, or None when there is nothing to explain."""
-    promised = record.audit_index == 0 and settings.attack.name in SOLVE_ATTACKS
+def shortfall(record: LeakRecord, reconstruction: Reconstruction) -> str | None:
+    """The reasons, ``; ``-joined, or None when there is nothing to explain.
+
+    Read from the record: its attack, defense, dtype, steps and scores.
+    """
+    promised = record.audit_index == 0 and record.attack in SOLVE_ATTACKS
     if not promised or record.psnr is None or record.psnr >= EXACT_PSNR:
         return None
     reasons = []
-    if settings.defense.name != "none":
-        reasons.append(f"the {settings.defense.name} defense changed the update")
+    if record.defense not in (None, "none"):
+        reasons.append(f"the {record.defense} defense changed the update")
     if record.steps is not None and record.steps > 1:
         reasons.append(f"the update is {record.steps} local steps (FedAvg), solved as one gradient")
     kinks = sum(layer.near_kink for layer in reconstruction.layers)
     if kinks:
         reasons.append(f"{kinks} ReLU outputs at the kink, their side decided by rounding")
-    if settings.dtype is Dtype.float32:
+    if record.dtype == "float32":
         error = record.gradient_relative_error
         size = "" if error is None else f" (gradient relative error {error:.1e})"
         reasons.append(

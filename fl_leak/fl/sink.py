@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -51,12 +51,28 @@ class Shown:
 
 
 class ResultSink:
-    """Writes a run's outputs into ``output_dir`` as they are made, and shows progress."""
+    """Writes a run's outputs into ``output_dir`` as they are made, and shows progress.
 
-    def __init__(self, output_dir: Path, settings: RunConfig, class_names: tuple[str, ...]) -> None:
+    ``settings``: the fl-leak run (its rounds, and its configuration for the summary); or None
+    with ``rounds`` (None: not known in advance) and ``config`` (what the summary repeats under
+    ``config``) given instead. ``class_names`` title the grids' images (labels beyond it by their
+    number).
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        settings: RunConfig | None,
+        class_names: Sequence[str] = (),
+        *,
+        rounds: int | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.output_dir = output_dir
         self.settings = settings
-        self.class_names = class_names
+        self.total_rounds = settings.fl.rounds if settings is not None else rounds
+        self.config = as_plain_dict(settings) if settings is not None else dict(config or {})
+        self.class_names = tuple(class_names)
         self.records: list[LeakRecord] = []
         self.rounds: dict[int, dict[str, Any]] = {}
         self._images: dict[int, RoundImages] = {}
@@ -91,8 +107,11 @@ class ResultSink:
             images.originals.extend(shown.originals)
             images.reconstructions.extend(shown.reconstructions)
             images.titles.extend(
-                f"{_source(record)} {self.class_names[int(label)]}" for label in shown.labels
+                f"{_source(record)} {self._class_name(int(label))}" for label in shown.labels
             )
+
+    def _class_name(self, label: int) -> str:
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
 
     def end_round(self, server_round: int, **timings: float) -> None:
         """Keep the round's figures and timings, log a progress line, start drawing its grid.
@@ -112,13 +131,13 @@ class ResultSink:
         self.rounds.setdefault(server_round, {}).update(
             records=len(records), ok=len(ok), mean_psnr=psnr, **timings
         )
+        of_total = f"{server_round}/{self.total_rounds or '?'}"
         if not records:
-            log.info("round %d/%d: no update attacked", server_round, self.settings.fl.rounds)
+            log.info("round %s: no update attacked", of_total)
             return
         log.info(
-            "round %d/%d: %d/%d updates attacked, %d errors, mean PSNR %s, running mean %s",
-            server_round,
-            self.settings.fl.rounds,
+            "round %s: %d/%d updates attacked, %d errors, mean PSNR %s, running mean %s",
+            of_total,
             len(ok),
             len(records),
             len(records) - len(ok),
@@ -148,7 +167,7 @@ class ResultSink:
             self._closed = True
         self._painter.finish()
         ok = [record for record in self.records if record.status == "ok"]
-        final = self.rounds.get(self.settings.fl.rounds, {})
+        final = self.rounds.get(self.total_rounds or max(self.rounds, default=0), {})
         errors = [record for record in self.records if record.status != "ok"]
         epsilons = [record.epsilon for record in ok if record.epsilon is not None]
         summary = {
@@ -164,7 +183,7 @@ class ResultSink:
             "initial_test_accuracy": self.rounds.get(0, {}).get("test_accuracy"),
             "rounds": [{"round": number, **self.rounds[number]} for number in sorted(self.rounds)],
             **extra,
-            "config": as_plain_dict(self.settings),
+            "config": self.config,
         }
         path = self.output_dir / SUMMARY_FILE
         path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False) + "\n")
