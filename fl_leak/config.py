@@ -63,11 +63,16 @@ class LocalData(Enum):
 
 @dataclass
 class DataConfig:
-    """Data set (``fl_leak.data.load_dataset``); ``root`` None means its default cache."""
+    """Data set (``fl_leak.data.load_dataset``); ``root`` None means its default cache.
+
+    ``factory``: a ``_target_`` mapping naming a Dataset factory of the user's own code
+    (:mod:`fl_leak.data.target`); ``name`` is then only the data set's name in the records.
+    """
 
     name: str = "embedded"
     root: str | None = None
     download: bool = False
+    factory: Any = None
 
 
 @dataclass

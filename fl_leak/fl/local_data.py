@@ -6,6 +6,7 @@ recomputes it inside its Ray worker (only settings travel) and the same seed giv
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,31 +18,43 @@ from torch import Tensor
 
 from fl_leak.config import DataConfig, LocalData, RunConfig
 from fl_leak.data import ImageDataset, load_dataset, partition_indices
+from fl_leak.data.target import load_target_dataset
+
+DataKey = tuple[str, str | None, bool, str]  # name, root, download, factory as JSON
+
+
+def _key(data: DataConfig) -> DataKey:
+    return (data.name, data.root, data.download, json.dumps(data.factory, sort_keys=True))
 
 
 @lru_cache(maxsize=4)
-def _load(name: str, root: str | None, download: bool, train: bool) -> ImageDataset:
+def _load(key: DataKey, train: bool) -> ImageDataset:
+    name, root, download, factory = key
+    if data_factory := json.loads(factory):
+        return load_target_dataset(name, data_factory, train)
     return load_dataset(name, root=root, train=train, download=download)
 
 
 def load_split(data: DataConfig, train: bool) -> ImageDataset:
-    """A split of the configured data set, loaded once per process."""
-    return _load(data.name, data.root, data.download, train)
+    """A split of the configured data set (a registered one, or ``data.factory``'s), loaded once
+    per process."""
+    return _load(_key(data), train)
 
 
 @lru_cache(maxsize=8)
 def _partitions(
-    data: tuple[str, str | None, bool], num_clients: int, scheme: str, alpha: float, seed: int
+    key: DataKey, num_clients: int, scheme: str, alpha: float, seed: int
 ) -> tuple[np.ndarray, ...]:
-    labels = _load(*data, train=True).labels.numpy()
+    labels = _load(key, train=True).labels.numpy()
     return tuple(partition_indices(labels, num_clients, scheme, alpha, seed))
 
 
 def partitions(settings: RunConfig) -> tuple[np.ndarray, ...]:
     """Every client's sample indices in the training split."""
-    data, fl = settings.data, settings.fl
-    key = (data.name, data.root, data.download)
-    return _partitions(key, fl.num_clients, fl.partition.value, fl.alpha, settings.seed)
+    fl = settings.fl
+    return _partitions(
+        _key(settings.data), fl.num_clients, fl.partition.value, fl.alpha, settings.seed
+    )
 
 
 class LocalSchedule(Protocol):

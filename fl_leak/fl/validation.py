@@ -21,11 +21,12 @@ from fl_leak.models import list_models, model_name
 def _names(settings: RunConfig) -> list[str]:
     known = {
         "attack": (settings.attack.name, list_attacks()),
-        "data": (settings.data.name, list_datasets()),
         "defense": (settings.defense.name, list_defenses()),
     }
     if isinstance(settings.model, str):  # else a _target_ mapping, checked when it is built
         known["model"] = (settings.model, list_models())
+    if settings.data.factory is None:  # else named freely, checked when it is loaded
+        known["data"] = (settings.data.name, list_datasets())
     return [
         f"{key}={value!r} is unknown; known: {', '.join(names)}"
         for key, (value, names) in known.items()
