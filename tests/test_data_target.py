@@ -51,6 +51,7 @@ def test_a_bad_factory_is_named() -> None:
         load_split(data, train=True)
 
 
+@pytest.mark.slow  # the loading is checked above; the run's mechanics by tests/test_own_model.py
 def test_the_users_data_set_is_attacked_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "my_data.py").write_text(CODE)

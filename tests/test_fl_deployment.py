@@ -70,6 +70,7 @@ def _simulation(output_dir: Path) -> list[dict[str, Any]]:
     return _records(output_dir)
 
 
+@pytest.mark.slow  # about 35 s: CI runs this file after the default selection
 def test_a_round_on_a_superlink_and_two_supernodes_equals_the_simulation(tmp_path: Path) -> None:
     home, output_dir = tmp_path / "flwr-home", tmp_path / "outputs"
     environment = flwr_environment(home)

@@ -74,7 +74,11 @@ def test_bad_folders_are_refused_naming_the_problem(
         load_dataset("image_folder", root=root, train=True)
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 3), (28, 28)], ids=["rgb16", "gray28"])
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((16, 16, 3), marks=pytest.mark.slow), (28, 28)],  # colour: the loader's tests
+    ids=["rgb16", "gray28"],
+)
 def test_a_folder_of_images_is_attacked_end_to_end(shape: tuple[int, ...], tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_folder(images, classes=3, per_class=5, shape=shape)

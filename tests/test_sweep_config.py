@@ -93,7 +93,10 @@ def _runner_sweeps(script: Path) -> list[list[str]]:
     return [line.split()[1:] for line in text.splitlines() if line.split()[:1] == ["sweep"]]
 
 
-RUNNERS = {"defenses": 3 * 7, "baselines": 4 * 3 * 2 + 2 * 2 + 2 + 2}  # study: its least number of jobs
+RUNNERS = {
+    "defenses": 3 * 7,
+    "baselines": 4 * 3 * 2 + 2 * 2 + 2 + 2,
+}  # study: its least number of jobs
 
 
 @pytest.mark.parametrize(("study", "least"), RUNNERS.items())
