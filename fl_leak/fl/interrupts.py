@@ -10,10 +10,10 @@ ends the process with exit code 130. A second signal during the cleanups ends it
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +21,8 @@ from types import FrameType
 
 from fl_leak.records import write_status
 
-log = logging.getLogger(__name__)
-
 INTERRUPTED_EXIT_CODE = 130
+CLEANUP_SECONDS = 20.0  # what the cleanups get before the process ends anyway
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _cleanups: list[Callable[[], None]] = []
@@ -42,21 +41,33 @@ def remove_cleanup(cleanup: Callable[[], None]) -> None:
         _cleanups.remove(cleanup)
 
 
+def _run_cleanups() -> None:
+    for cleanup in reversed(list(_cleanups)):
+        try:
+            cleanup()
+        except Exception as error:  # the others must still run
+            print(f"fl-leak: while stopping: {type(error).__name__}: {error}", file=sys.stderr)
+
+
 def _stop(output_dir: Path, number: int, _frame: FrameType | None) -> None:
+    """The signal handler. It runs in the main thread, between two of its bytecodes, perhaps
+    while that thread holds a lock the cleanups need (Ray's, a logging handler's): so the cleanups
+    run in a thread of their own, given ``CLEANUP_SECONDS``, and nothing here logs."""
     global _stopping
     name = signal.Signals(number).name
     if _stopping:  # a second signal: no more waiting
         os._exit(INTERRUPTED_EXIT_CODE)
     _stopping = True
     print(f"fl-leak: {name} received, stopping: saving what was done ...", file=sys.stderr)
-    for cleanup in reversed(list(_cleanups)):
-        try:
-            cleanup()
-        except Exception as error:  # the others must still run
-            log.warning("while stopping: %s: %s", type(error).__name__, error)
+    worker = threading.Thread(target=_run_cleanups, name="fl-leak-stop", daemon=True)
+    worker.start()
+    worker.join(CLEANUP_SECONDS)
+    if worker.is_alive():
+        print(
+            f"fl-leak: cleanups still running after {CLEANUP_SECONDS} s: leaving", file=sys.stderr
+        )
     write_status(output_dir, "interrupted", reason=f"stopped by {name}")
     print(f"fl-leak: interrupted; outputs so far in {output_dir}", file=sys.stderr)
-    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(INTERRUPTED_EXIT_CODE)
