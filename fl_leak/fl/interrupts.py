@@ -4,16 +4,17 @@ A Flower simulation runs its ServerApp in a thread and its clients in Ray actors
 ``KeyboardInterrupt`` raised in the main thread lands inside Flower's loop, which does not stop.
 So the run handles the signal itself: parts of the run register a cleanup while they are alive
 (:func:`add_cleanup`: the result sink writes ``summary.json`` for what was done, the Ray session
-stops Ray), and :func:`stop_on_signals` runs them, newest first, marks the job ``interrupted`` and
-ends the process with exit code 130. A second signal during the cleanups ends it at once.
+stops Ray), and :func:`stop_on_signals` marks the job ``interrupted``, runs them, newest first,
+and ends the process with exit code 130. Signals during the cleanups are ignored (Flower signals
+itself when Ray goes); a watchdog ends the process if the cleanups take ``CLEANUP_SECONDS``.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +23,10 @@ from types import FrameType
 from fl_leak.records import write_status
 
 INTERRUPTED_EXIT_CODE = 130
-CLEANUP_SECONDS = 20.0  # what the cleanups get before the process ends anyway
+CLEANUP_SECONDS = 20.0  # what the cleanups get before a watchdog ends the process
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _cleanups: list[Callable[[], None]] = []
-_stopping = False
 _output_dir: Path | None = None  # set while stop_on_signals is active
 
 
@@ -41,32 +41,26 @@ def remove_cleanup(cleanup: Callable[[], None]) -> None:
         _cleanups.remove(cleanup)
 
 
-def _run_cleanups() -> None:
+def _stop(output_dir: Path, number: int, _frame: FrameType | None) -> None:
+    """The signal handler: mark the job, run the cleanups (newest first), end the process.
+
+    It runs in the main thread, between two of its bytecodes; should a cleanup block (a lock the
+    interrupted code holds), a watchdog (``faulthandler``) ends the process after
+    ``CLEANUP_SECONDS``, printing where it was stuck. Nothing here logs: the interrupted code may
+    hold a logging handler's lock.
+    """
+    name = signal.Signals(number).name
+    for ignored in SIGNALS:  # later signals (Flower's own, when Ray goes) must not cut it short
+        signal.signal(ignored, signal.SIG_IGN)
+    print(f"fl-leak: {name} received, stopping: saving what was done ...", file=sys.stderr)
+    write_status(output_dir, "interrupted", reason=f"stopped by {name}")
+    faulthandler.dump_traceback_later(CLEANUP_SECONDS, exit=True)
     for cleanup in reversed(list(_cleanups)):
         try:
             cleanup()
         except Exception as error:  # the others must still run
             print(f"fl-leak: while stopping: {type(error).__name__}: {error}", file=sys.stderr)
-
-
-def _stop(output_dir: Path, number: int, _frame: FrameType | None) -> None:
-    """The signal handler. It runs in the main thread, between two of its bytecodes, perhaps
-    while that thread holds a lock the cleanups need (Ray's, a logging handler's): so the cleanups
-    run in a thread of their own, given ``CLEANUP_SECONDS``, and nothing here logs."""
-    global _stopping
-    name = signal.Signals(number).name
-    if _stopping:  # a second signal: no more waiting
-        os._exit(INTERRUPTED_EXIT_CODE)
-    _stopping = True
-    print(f"fl-leak: {name} received, stopping: saving what was done ...", file=sys.stderr)
-    worker = threading.Thread(target=_run_cleanups, name="fl-leak-stop", daemon=True)
-    worker.start()
-    worker.join(CLEANUP_SECONDS)
-    if worker.is_alive():
-        print(
-            f"fl-leak: cleanups still running after {CLEANUP_SECONDS} s: leaving", file=sys.stderr
-        )
-    write_status(output_dir, "interrupted", reason=f"stopped by {name}")
+    faulthandler.cancel_dump_traceback_later()
     print(f"fl-leak: interrupted; outputs so far in {output_dir}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -10,10 +10,13 @@ started at once (the parallel jobs of a sweep) share no files; its ports are pic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +27,8 @@ from fl_leak.config import RayConfig
 from fl_leak.fl.interrupts import add_cleanup, reclaim_signals, remove_cleanup
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-SHORT_TEMP = "/tmp"  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
+SHORT_TEMP = "/tmp"
+REAP_SECONDS = 10.0  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
 
 
 def quiet_environment(output_dir: Path) -> None:
@@ -61,6 +65,34 @@ def init_args(config: RayConfig) -> dict[str, Any]:
     return args
 
 
+def _processes_naming(text: str) -> list[int]:
+    """Ids of this machine's processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in command:
+                found.append(int(entry.name))
+    return found
+
+
+def reap(session_dir: str, patience: float = REAP_SECONDS) -> None:
+    """Wait for the processes of a stopped private Ray (those naming its ``session_dir``) to end;
+    kill those still there after ``patience`` seconds. Ray's agents can outlive ``ray.shutdown``
+    by seconds (the raylet restarts one it saw die), and a stopped run must leave none behind."""
+    if not Path("/proc").is_dir():  # not Linux: nothing to look at
+        return
+    deadline = perf_counter() + patience
+    while (left := _processes_naming(session_dir)) and perf_counter() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @contextmanager
 def ray_session(config: RayConfig) -> Iterator[float]:
     """Start or attach Ray; yield the seconds it took; disconnect (stop a private Ray) after."""
@@ -76,9 +108,16 @@ def ray_session(config: RayConfig) -> Iterator[float]:
         )
         args["_temp_dir"] = temp_dir
 
+    stopped = False
+
     def stop() -> None:
+        nonlocal stopped
+        if stopped:  # already under way (a signal during the normal shutdown): never twice
+            return
+        stopped = True
         ray.shutdown()
         if temp_dir is not None:
+            reap(temp_dir)
             shutil.rmtree(temp_dir, ignore_errors=True)
 
     start = perf_counter()
