@@ -12,6 +12,7 @@ itself when Ray goes); a watchdog ends the process if the cleanups take ``CLEANU
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from types import FrameType
 from fl_leak.records import write_status
 
 INTERRUPTED_EXIT_CODE = 130
+QUIETED = ("flwr", "ray")  # loggers of the parts that keep running, and failing, while Ray stops
 CLEANUP_SECONDS = 20.0  # what the cleanups get before a watchdog ends the process
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -54,6 +56,8 @@ def _stop(output_dir: Path, number: int, _frame: FrameType | None) -> None:
         signal.signal(ignored, signal.SIG_IGN)
     print(f"fl-leak: {name} received, stopping: saving what was done ...", file=sys.stderr)
     write_status(output_dir, "interrupted", reason=f"stopped by {name}")
+    for noisy in QUIETED:  # what goes on failing while Ray stops is no news: silence it
+        logging.getLogger(noisy).disabled = True
     faulthandler.dump_traceback_later(CLEANUP_SECONDS, exit=True)
     for cleanup in reversed(list(_cleanups)):
         try:

@@ -11,10 +11,12 @@ started at once (the parallel jobs of a sweep) share no files; its ports are pic
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,8 +29,9 @@ from fl_leak.config import RayConfig
 from fl_leak.fl.interrupts import add_cleanup, reclaim_signals, remove_cleanup
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-SHORT_TEMP = "/tmp"
-REAP_SECONDS = 10.0  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
+SHORT_TEMP = "/tmp"  # Ray's socket paths must stay short; $TMPDIR can be long (macOS)
+REAP_SECONDS = 10.0
+PR_SET_CHILD_SUBREAPER = 36  # prctl option (linux/prctl.h)
 
 
 def quiet_environment(output_dir: Path) -> None:
@@ -65,30 +68,47 @@ def init_args(config: RayConfig) -> dict[str, Any]:
     return args
 
 
-def _processes_naming(text: str) -> list[int]:
-    """Ids of this machine's processes whose command line contains ``text``."""
+def adopt_orphans() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux's child subreaper), so
+    that Ray processes whose parent dies are re-parented here, where :func:`reap` finds them.
+    Returns whether it could."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _children() -> list[int]:
+    """Ids of this process's live children (zombies are collected on the way)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                command = (entry / "cmdline").read_bytes()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if text.encode() in command:
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
                 found.append(int(entry.name))
     return found
 
 
-def reap(session_dir: str, patience: float = REAP_SECONDS) -> None:
-    """Wait for the processes of a stopped private Ray (those naming its ``session_dir``) to end;
-    kill those still there after ``patience`` seconds. Ray's agents can outlive ``ray.shutdown``
-    by seconds (the raylet restarts one it saw die), and a stopped run must leave none behind."""
-    if not Path("/proc").is_dir():  # not Linux: nothing to look at
-        return
+def reap(patience: float = REAP_SECONDS, quiet: float = 1.0) -> None:
+    """Wait until this process has had no child for ``quiet`` seconds; after ``patience``
+    seconds kill those left. Called once a private Ray is shut down: its agents can outlive
+    ``ray.shutdown`` by seconds (the raylet restarts one it saw die while it stops), and a
+    stopped run must leave no process behind."""
     deadline = perf_counter() + patience
-    while (left := _processes_naming(session_dir)) and perf_counter() < deadline:
-        time.sleep(0.2)
-    for pid in left:
+    last_seen = perf_counter()
+    while perf_counter() < deadline:
+        if _children():
+            last_seen = perf_counter()
+        elif perf_counter() - last_seen >= quiet:
+            return
+        time.sleep(0.1)
+    for pid in _children():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
@@ -109,6 +129,7 @@ def ray_session(config: RayConfig) -> Iterator[float]:
         args["_temp_dir"] = temp_dir
 
     stopped = False
+    adopted = not config.address and adopt_orphans()  # a private Ray: its processes are ours
 
     def stop() -> None:
         nonlocal stopped
@@ -116,8 +137,9 @@ def ray_session(config: RayConfig) -> Iterator[float]:
             return
         stopped = True
         ray.shutdown()
+        if adopted:
+            reap()
         if temp_dir is not None:
-            reap(temp_dir)
             shutil.rmtree(temp_dir, ignore_errors=True)
 
     start = perf_counter()

@@ -160,10 +160,14 @@ class ResultSink:
         """Finish the grids, write ``summary.json``: counts, means, per-round figures, config.
 
         ``status`` is the outcome of the run (see :func:`fl_leak.records.outcome`), unless
-        ``extra`` gives it (``interrupted``).
+        ``extra`` gives it (``interrupted``). The first summary stands: once written (the run
+        ended, or was interrupted while its server went on), later calls change nothing.
         """
         remove_cleanup(self._interrupted)
+        path = self.output_dir / SUMMARY_FILE
         with self._lock:
+            if self._closed:
+                return path
             self._closed = True
         self._painter.finish()
         ok = [record for record in self.records if record.status == "ok"]
@@ -185,7 +189,6 @@ class ResultSink:
             **extra,
             "config": self.config,
         }
-        path = self.output_dir / SUMMARY_FILE
         path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False) + "\n")
         return path
 
