@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -113,3 +114,19 @@ def stop(pids: list[int], timeout: float = 30.0) -> None:
                     os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.3)
+
+
+def flwr_run(command: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """``flwr run ...`` with the environment of :func:`flwr_environment`; stops the detached
+    SuperLink it leaves (its state lives in ``home``) whatever happens."""
+    try:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            env=flwr_environment(home),
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+    finally:
+        stop(processes_mentioning(str(home)))

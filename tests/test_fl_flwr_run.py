@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from tests.flwr_processes import BIN, REPO, flwr_environment, processes_mentioning, stop
+from tests.flwr_processes import BIN, REPO, flwr_run, processes_mentioning
 
 
 def test_flwr_run_runs_the_apps_of_pyproject(tmp_path: Path) -> None:
@@ -21,17 +20,7 @@ def test_flwr_run_runs_the_apps_of_pyproject(tmp_path: Path) -> None:
         "--run-config",
         f"fl.num-clients=2 fl.rounds=1 output-dir='{output_dir}'",
     ]
-    try:
-        result = subprocess.run(
-            command,
-            cwd=tmp_path,
-            env=flwr_environment(home),
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-    finally:  # flwr run leaves a detached SuperLink whose state lives in our FLWR_HOME
-        stop(processes_mentioning(str(home)))
+    result = flwr_run(command, home, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = (output_dir / "results.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +16,7 @@ from flwr.serverapp.strategy import FedAdam
 from flwr.supercore.task_identity import TaskIdentity
 
 from fl_leak.fl import AttackSettings, MaliciousStrategy
-from tests.flwr_processes import BIN, REPO, flwr_environment, processes_mentioning, stop
+from tests.flwr_processes import BIN, REPO, flwr_run, processes_mentioning
 
 APP = REPO / "examples" / "own-flower-app"
 RUN_CONFIG = {"batch-size": 1, "local-steps": 1, "lr": 0.1}
@@ -130,17 +129,7 @@ def test_flwr_run_runs_the_own_flower_app_and_records_every_update(tmp_path: Pat
         f"num-server-rounds=2 leak-output-dir='{output_dir}'",
     ]
     start = time.monotonic()
-    try:
-        result = subprocess.run(
-            command,
-            cwd=tmp_path,
-            env=flwr_environment(home),
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-    finally:  # flwr run leaves a detached SuperLink whose state lives in our FLWR_HOME
-        stop(processes_mentioning(str(home)))
+    result = flwr_run(command, home, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = (output_dir / "results.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
