@@ -38,7 +38,11 @@ def _wait_for_records(results: Path, process: subprocess.Popen, count: int) -> N
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signal_number",
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],  # CI runs both
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_a_signal_stops_a_run_mid_round_and_keeps_its_records(
     signal_number: int, tmp_path: Path
 ) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from fl_leak.cli.main import closing_lines
+from fl_leak.records import outcome
+
 SMALL = ["fl.num_clients=2", "fl.rounds=1", "audit.enabled=false"]
 
 
@@ -57,6 +60,7 @@ def test_a_run_whose_every_client_failed_is_a_failure(tmp_path: Path) -> None:
     assert status["reason"].startswith("0 of 2 updates attacked")
 
 
+@pytest.mark.slow  # CI runs this file in full; the counts' rules are checked below
 def test_a_partly_failed_run_says_so_in_its_status_and_closing_line(tmp_path: Path) -> None:
     result = fl_leak(tmp_path, *SMALL, "fl.fault.clients=[1]")
 
@@ -80,3 +84,29 @@ def test_a_shortfall_where_the_audit_promises_exposure_is_explained(tmp_path: Pa
         record["audit_index"] == 0 and "float32 update" in record["shortfall"] for record in short
     )
     assert "below 60 dB although the audit calls lenet fully exposed (index 0)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "ok,errors,status", [(8, 0, "ok"), (6, 2, "partial"), (0, 8, "failed"), (0, 0, "failed")]
+)
+def test_a_runs_status_follows_its_counts(ok: int, errors: int, status: str) -> None:
+    assert outcome(ok, errors) == status
+
+
+def test_the_closing_line_states_partial_failure_and_privacy() -> None:
+    summary = {
+        "records": 8,
+        "ok": 6,
+        "errors": 2,
+        "error_messages": {"attack: ValueError: bad": 2},
+        "mean": {"psnr": 30.0, "ssim": 0.5, "label_accuracy": 1.0},
+        "test_accuracy": 0.25,
+        "max_epsilon": 3.5,
+        "shortfalls": {},
+        "config": {"model": "cnn2_c1", "defense": {"options": {"delta": 1e-5}}},
+    }
+
+    first, privacy = closing_lines(summary)
+
+    assert first.startswith("6 of 8 updates attacked, 2 errors (first: attack: ValueError: bad)")
+    assert privacy == "privacy: epsilon up to 3.5 at delta 1e-05 (DP-SGD)"
