@@ -30,6 +30,7 @@ class LayerDiagnostics:
     residual: float = float("nan")
     iterations: int = 0
     stop_reason: str = ""
+    solver: str = ""  # the method of the layer's solve ("LSMR", "preconditioned CGLS", ...)
     condition_estimate: float = float("nan")
     seconds: float = 0.0
     corrected: bool = False

@@ -127,6 +127,7 @@ def walk(
             residual=report.residual,
             iterations=report.iterations,
             stop_reason=report.stop_reason,
+            solver=report.method,
             condition_estimate=report.condition_estimate,
         )
         diagnostics.seconds = time.perf_counter() - start
