@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,6 +34,10 @@ from fl_leak.attacks.linear.cgls import CglsResult, cgls
 from fl_leak.attacks.linear.layers.conv2d import Conv2dOperator
 from fl_leak.attacks.linear.system import LayerSystem
 
+# delta relative to the forward normal matrix's mean diagonal: small against the systems' smallest
+# eigenvalues that matter, large enough that S's condition (<= 1 / DELTA) keeps the Woodbury
+# term's cancellation small
+DELTA = 1e-8
 # setup beyond this many floating-point operations is left to the unpreconditioned solve
 MAX_SETUP_FLOPS = 2e10
 # the gradient block L = K^T, materialised, may take at most this many bytes
@@ -93,31 +98,38 @@ def setup_flops(system: LayerSystem, reach: tuple[int, int]) -> float:
     layout = _Layout(channels, height, width, reach[0])
     block, blocks = layout.block_size, layout.blocks
     rank = system.num_gradient_rows
-    samples = system.batch
+    samples = 1 if _shared_forward_rows(system) else system.batch
     factor = samples * blocks * (7 / 3) * block**3
-    woodbury = samples * blocks * 6 * block**2 * rank + 2 * rank**2 * system.num_unknowns
+    woodbury = system.batch * blocks * 3 * block**2 * rank + 2 * rank**2 * system.num_unknowns
     return float(factor + woodbury + rank**3 / 3)
+
+
+def _shared_forward_rows(system: LayerSystem) -> bool:
+    """Whether every sample has the same forward rows (then ``A^T F^2 A`` is one block, shared)."""
+    return bool((system.valid == system.valid[:1]).all())
 
 
 def _forward_normal_blocks(
     system: LayerSystem, layout: _Layout, reach: tuple[int, int]
 ) -> tuple[Tensor, Tensor]:
-    """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample, by impulse probing."""
-    batch = system.batch
+    """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample (one, shared by all, where
+    the samples' forward rows are the same), by impulse probing."""
+    batch = 1 if _shared_forward_rows(system) else system.batch
     channels, height, width = layout.channels, layout.height, layout.width
     period_h, period_w = 2 * reach[0] + 1, 2 * reach[1] + 1
     dtype, device = system.target.dtype, system.target.device
+    like: dict[str, Any] = {"dtype": dtype, "device": device}
     # one probe per (channel, row offset, column offset): impulses period apart, every sample
     probes = torch.zeros(
-        channels, period_h, period_w, batch, channels, height, width, dtype=dtype, device=device
+        channels, period_h, period_w, system.batch, channels, height, width, **like
     )
     for offset_h in range(period_h):
         for offset_w in range(period_w):
             for index in range(channels):
-                probes[index, offset_h, offset_w, :, index, offset_h::period_h,
+                probes[index, offset_h, offset_w, :batch, index, offset_h::period_h,
                        offset_w::period_w] = 1.0  # fmt: skip
     response = system.forward_normal(probes)  # (C, Th, Tw, B, C', H, W)
-    response = response.permute(3, 0, 1, 2, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
+    response = response[:, :, :, :batch].permute(3, 0, 1, 2, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
 
     def source(offsets: int, size: int) -> Tensor:
         """``[offset, pixel]``: the impulse of that offset whose footprint holds the pixel."""
@@ -164,13 +176,13 @@ class NormalPreconditioner:
     def __init__(self, system: LayerSystem, reach: tuple[int, int]) -> None:
         channels, height, width = system.operator.in_shape
         self.layout = _Layout(channels, height, width, reach[0])
-        self.batch = system.batch
         diagonal, lower = _forward_normal_blocks(system, self.layout, reach)
         padded = torch.arange(self.layout.block_size, device=diagonal.device)
         padded_rows = self.layout.blocks * self.layout.rows_per_block - height
-        mean = diagonal.diagonal(dim1=-2, dim2=-1).sum() / system.num_unknowns
+        samples_unknowns = diagonal.shape[0] * channels * height * width
+        mean = diagonal.diagonal(dim1=-2, dim2=-1).sum() / samples_unknowns
         eps = torch.finfo(diagonal.dtype).eps
-        self.delta = float(mean) * 1e-2 * math.sqrt(eps)
+        self.delta = float(mean) * max(DELTA, 10 * eps)
         diagonal.diagonal(dim1=-2, dim2=-1).add_(self.delta)
         if padded_rows:  # rows appended to fill the last block: identity there
             first = (self.layout.rows_per_block - padded_rows) * width * channels
