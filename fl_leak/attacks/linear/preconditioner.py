@@ -38,8 +38,10 @@ from fl_leak.attacks.linear.system import LayerSystem
 # eigenvalues that matter, large enough that S's condition (<= 1 / DELTA) keeps the Woodbury
 # term's cancellation small
 DELTA = 1e-8
-# setup beyond this many floating-point operations is left to the unpreconditioned solve
-MAX_SETUP_FLOPS = 2e10
+# setup beyond this many floating-point operations is left to LSMR. Measured (one thread): cnn2_c5's
+# layer 0 (setup 0.6 GFLOP) solves 7x faster than by LSMR; lenet's (12 GFLOP, its 900 gradient rows
+# make the Woodbury term dear) about as fast as LSMR at the same accuracy, so it stays with LSMR
+MAX_SETUP_FLOPS = 5e9
 # the gradient block L = K^T, materialised, may take at most this many bytes
 MAX_GRADIENT_BLOCK_BYTES = 2**28
 
@@ -257,8 +259,11 @@ class NormalPreconditioner:
         return self.layout.from_blocks(self._solve_forward_part(corrected)).squeeze(-1)
 
 
-def normal_preconditioner(system: LayerSystem) -> NormalPreconditioner | None:
-    """The preconditioner of ``system`` where it applies and is cheap enough, else None."""
+def normal_preconditioner(
+    system: LayerSystem, max_setup_flops: float = MAX_SETUP_FLOPS
+) -> NormalPreconditioner | None:
+    """The preconditioner of ``system`` where it applies and its setup is within
+    ``max_setup_flops`` (and its gradient block within memory bounds), else None."""
     reach = kernel_reach(system)
     if reach is None:
         return None
@@ -266,7 +271,7 @@ def normal_preconditioner(system: LayerSystem) -> NormalPreconditioner | None:
         MAX_GRADIENT_BLOCK_BYTES
     ):
         return None
-    if setup_flops(system, reach) > MAX_SETUP_FLOPS:
+    if setup_flops(system, reach) > max_setup_flops:
         return None
     try:
         return NormalPreconditioner(system, reach)
@@ -292,12 +297,16 @@ def torch_solve(
     """CGLS on the system's device, preconditioned by :class:`NormalPreconditioner` where that
     applies (a structurally full-rank convolution system, setup within bounds).
 
-    With ``require_preconditioner`` a system without the preconditioner gets None (the caller
-    then uses LSMR); otherwise it gets plain CGLS. A rank-deficient system is never
+    With ``require_preconditioner`` (the automatic choice) a system without the preconditioner,
+    or whose preconditioner's setup exceeds ``MAX_SETUP_FLOPS``, gets None (the caller then uses
+    LSMR); otherwise the setup is not bounded and a system without the preconditioner gets plain
+    CGLS. A rank-deficient system is never
     preconditioned: preconditioned iterates leave the row space of ``U``, and the solution would
     not be the minimum-norm one.
     """
-    preconditioner = normal_preconditioner(system) if system.deficiency_bound() == 0 else None
+    limit = MAX_SETUP_FLOPS if require_preconditioner else math.inf
+    full_rank = system.deficiency_bound() == 0
+    preconditioner = normal_preconditioner(system, limit) if full_rank else None
     if preconditioner is None and require_preconditioner:
         return None
     apply = preconditioner.apply if preconditioner is not None else None

@@ -48,7 +48,8 @@ class SolverOptions:
     ``method``: "auto" solves a full-rank convolution layer by CGLS preconditioned with its
     normal matrix (:mod:`fl_leak.attacks.linear.preconditioner`) where that applies and is cheap
     enough, and every other system by scipy's LSMR; "lsmr" always uses LSMR; "cgls" always uses
-    the torch-native CGLS, preconditioned where it applies (no host round trips on a GPU).
+    the torch-native CGLS, preconditioned wherever the preconditioner applies whatever its setup
+    cost (no host round trips on a GPU, where that setup is cheap).
 
     Torch's thread count is not set here: the attack or audit that runs the solve sets it for its
     whole call (the ``threads`` option, :mod:`fl_leak.threads`). LSMR's own vector updates always
