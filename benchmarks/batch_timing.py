@@ -14,7 +14,10 @@ fits under ``--max-dense-gb``. Columns:
   size where it exceeds the cap);
 * ``ratio``: dense s / mf s;
 * ``PSNR min``: the matrix-free reconstruction's worst image after matching (dB);
-* ``labels``: whether the recovered label multiset is right.
+* ``labels``: whether the recovered label multiset is right;
+* ``last s``: walk s less mf s: label recovery and the last layer's solve (Levenberg-Marquardt on
+  the row-space coefficients for B > 1);
+* ``solves``: each layer below the last: its solver and iterations.
 
 A last line per network fits ``seconds ~ B^k`` (least squares on logarithms) for the walk and,
 where at least two batch sizes had a dense solve, for the dense solves.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import time
 
 import numpy as np
@@ -81,15 +85,16 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device available")
     data = load_dataset("embedded")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(
-        f"device {args.device}, torch threads {torch.get_num_threads()} "
+        f"{load}\ndevice {args.device}, torch threads {torch.get_num_threads()} "
         f"(walk: {args.threads}), "
         f"dense cap {args.max_dense_gb:g} GB",
         flush=True,
     )
     header = (
         f"{'model':<8} {'B':>3} {'unknowns':>8} {'walk s':>7} {'mf s':>7} {'dense s':>26} "
-        f"{'ratio':>6} {'PSNR min':>8} {'labels':>6}"
+        f"{'ratio':>6} {'PSNR min':>8} {'labels':>6} {'last s':>6}  solves"
     )
     print(header, flush=True)
     for name in args.models.split(","):
@@ -112,10 +117,12 @@ def main() -> None:
             scores = score_batch(images, result.inputs[0].detach().cpu().float().clamp(0, 1))
             labels_ok = torch.equal(torch.sort(found.cpu()).values, torch.sort(labels).values)
             unknowns = sum(system.num_unknowns for system in result.systems)
+            solves = ", ".join(f"{layer.solver} {layer.iterations}" for layer in result.layers[:-1])
             print(
                 f"{name:<8} {batch_size:>3} {unknowns:>8} {walk_seconds:>7.2f} "
                 f"{matrix_free:>7.2f} {dense_cell:>26} {ratio:>6} "
-                f"{float(scores.psnr.min()):>8.1f} {labels_ok!s:>6}",
+                f"{float(scores.psnr.min()):>8.1f} {labels_ok!s:>6} "
+                f"{walk_seconds - matrix_free:>6.2f}  {solves}",
                 flush=True,
             )
             walk_times.append(walk_seconds)

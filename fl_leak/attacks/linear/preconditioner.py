@@ -24,8 +24,8 @@ is torch, on the system's device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -116,22 +116,31 @@ def _forward_normal_blocks(
 ) -> tuple[Tensor, Tensor]:
     """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample (one, shared by all, where
     the samples' forward rows are the same), by impulse probing."""
-    batch = 1 if _shared_forward_rows(system) else system.batch
+    shared = _shared_forward_rows(system)
+    batch = 1 if shared else system.batch
     channels, height, width = layout.channels, layout.height, layout.width
     period_h, period_w = 2 * reach[0] + 1, 2 * reach[1] + 1
     dtype, device = system.target.dtype, system.target.device
-    like: dict[str, Any] = {"dtype": dtype, "device": device}
-    # one probe per (channel, row offset, column offset): impulses period apart, every sample
-    probes = torch.zeros(
-        channels, period_h, period_w, system.batch, channels, height, width, **like
-    )
+    # one probe image per (channel, row offset, column offset): impulses period apart
+    count = channels * period_h * period_w
+    impulses = torch.zeros(channels, period_h, period_w, channels, height, width, dtype=dtype)
     for offset_h in range(period_h):
         for offset_w in range(period_w):
             for index in range(channels):
-                probes[index, offset_h, offset_w, :batch, index, offset_h::period_h,
-                       offset_w::period_w] = 1.0  # fmt: skip
-    response = system.forward_normal(probes)  # (C, Th, Tw, B, C', H, W)
-    response = response[:, :, :, :batch].permute(3, 0, 1, 2, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
+                impulses[index, offset_h, offset_w, index, offset_h::period_h,
+                         offset_w::period_w] = 1.0  # fmt: skip
+    impulses = impulses.reshape(count, channels, height, width).to(device)
+    if shared:  # the samples' blocks are the same: pack distinct probes into the samples
+        rounds = math.ceil(count / system.batch)
+        packed = impulses.new_zeros(rounds * system.batch, channels, height, width)
+        packed[:count] = impulses
+        response = system.forward_normal(packed.reshape(rounds, system.batch, *packed.shape[1:]))
+        response = response.reshape(-1, channels, height, width)[:count].unsqueeze(0)
+    else:  # every probe in every sample
+        expanded = impulses[:, None].expand(count, system.batch, channels, height, width)
+        response = system.forward_normal(expanded).transpose(0, 1)
+    shape = (batch, channels, period_h, period_w, channels, height, width)
+    response = response.reshape(shape).permute(0, 1, 2, 3, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
 
     def source(offsets: int, size: int) -> Tensor:
         """``[offset, pixel]``: the impulse of that offset whose footprint holds the pixel."""
@@ -223,8 +232,24 @@ class NormalPreconditioner:
         self.factors = factors
         self.couplings = couplings
 
+    def _shared(self, sweep: Callable[[Tensor], Tensor], v: Tensor) -> Tensor:
+        """``sweep(v)``; with one factor shared by all samples, the samples become columns (one
+        triangular solve with ``B k`` columns instead of ``B`` broadcast ones)."""
+        batch, blocks, size, columns = v.shape
+        if self.factors[0].shape[0] != 1 or batch == 1:
+            return sweep(v)
+        folded = v.permute(1, 2, 0, 3).reshape(1, blocks, size, batch * columns)
+        return sweep(folded).reshape(blocks, size, batch, columns).permute(2, 0, 1, 3)
+
     def _forward_sweep(self, v: Tensor) -> Tensor:
         """``L_S^-1 v`` (``S = L_S L_S^T``) for ``v`` of shape ``(B, blocks, size, k)``."""
+        return self._shared(self._forward_loop, v)
+
+    def _backward_sweep(self, v: Tensor) -> Tensor:
+        """``L_S^-T v``, the other half of ``S^-1``."""
+        return self._shared(self._backward_loop, v)
+
+    def _forward_loop(self, v: Tensor) -> Tensor:
         solved: list[Tensor] = []
         for index, factor in enumerate(self.factors):
             rhs = v[:, index]
@@ -233,8 +258,7 @@ class NormalPreconditioner:
             solved.append(torch.linalg.solve_triangular(factor, rhs, upper=False))
         return torch.stack(solved, dim=1)
 
-    def _backward_sweep(self, v: Tensor) -> Tensor:
-        """``L_S^-T v``, the other half of ``S^-1``."""
+    def _backward_loop(self, v: Tensor) -> Tensor:
         solved: list[Tensor] = []
         for index in reversed(range(len(self.factors))):
             rhs = v[:, index]
@@ -253,9 +277,9 @@ class NormalPreconditioner:
         unknown ``(B, C, H, W)``."""
         blocks = self.layout.to_blocks(v.unsqueeze(-1))
         solved = self._solve_forward_part(blocks)
-        weights = torch.einsum("bnsi,bnsk->ik", self.columns, solved)
-        weights = torch.cholesky_solve(weights, self.capacity)
-        corrected = blocks - torch.einsum("bnsi,ik->bnsk", self.columns, weights)
+        flat = self.columns.reshape(-1, self.columns.shape[-1])
+        weights = torch.cholesky_solve(flat.T @ solved.reshape(-1, 1), self.capacity)
+        corrected = blocks - (flat @ weights).reshape(blocks.shape)
         return self.layout.from_blocks(self._solve_forward_part(corrected)).squeeze(-1)
 
 
