@@ -139,8 +139,8 @@ def _forward_normal_blocks(
     else:  # every probe in every sample
         expanded = impulses[:, None].expand(count, system.batch, channels, height, width)
         response = system.forward_normal(expanded).transpose(0, 1)
-    shape = (batch, channels, period_h, period_w, channels, height, width)
-    response = response.reshape(shape).permute(0, 1, 2, 3, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
+    response = response.reshape(batch, channels, period_h, period_w, channels, height, width)
+    response = response.permute(0, 1, 2, 3, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
 
     def source(offsets: int, size: int) -> Tensor:
         """``[offset, pixel]``: the impulse of that offset whose footprint holds the pixel."""
