@@ -6,11 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+import fl_leak
 from fl_leak.attacks.linear import preconditioner as preconditioner_module
 from fl_leak.attacks.linear.cgls import cgls, frobenius_estimate
 from fl_leak.attacks.linear.preconditioner import NormalPreconditioner, kernel_reach
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
+from fl_leak.errors import FlLeakError
 from fl_leak.metrics.audit import probe_layers
+from tests.conftest import true_gradients
 
 SHAPE = (3, 9, 9)
 
@@ -131,3 +134,18 @@ def test_rank_deficient_layer_keeps_lsmr_minimum_norm():
     matrix = system.dense()
     minimum_norm = torch.linalg.pinv(matrix) @ system.rhs()
     assert torch.allclose(x.reshape(-1), minimum_norm, atol=1e-8)
+
+
+def test_linear_attack_reports_the_solver_and_recovers_a_square_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(243, 10)
+    )
+    x = torch.rand(1, *SHAPE)
+    gradients = true_gradients(model, x, torch.tensor([4]))
+    result = fl_leak.reconstruct(model, gradients, input_shape=SHAPE, attack="linear")
+    assert result.layers[0].solver == "preconditioned CGLS"
+    assert result.layers[0].iterations <= 5
+    assert float((result.inputs - x).abs().max()) < 1e-6
+    with pytest.raises(FlLeakError, match="method"):
+        fl_leak.reconstruct(model, gradients, input_shape=SHAPE, attack="linear", method="qr")

@@ -11,12 +11,18 @@ from torch import Tensor, nn
 from fl_leak.attacks.labels import recover_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
-from fl_leak.attacks.linear.solver import SolverOptions
+from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
 from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
-from fl_leak.options import check_positive, check_positive_int, torch_device, torch_dtype
+from fl_leak.options import (
+    check_one_of,
+    check_positive,
+    check_positive_int,
+    torch_device,
+    torch_dtype,
+)
 from fl_leak.threads import DEFAULT_THREADS, check_threads
 
 
@@ -30,7 +36,11 @@ class LinearOptions(SolverOptions):
     tolerance : float
         LSMR's ``atol`` and ``btol`` (> 0).
     max_iterations : int
-        LSMR's iteration limit per layer (>= 1).
+        The solver's iteration limit per layer (>= 1).
+    method : "auto", "lsmr" or "cgls"
+        The layer solver (:class:`~fl_leak.attacks.linear.solver.SolverOptions`): "auto" uses CGLS
+        preconditioned by the layer's normal matrix where that applies and is cheap (full-rank
+        convolution layers), LSMR elsewhere.
     threads : int or None
         Torch intra-op threads for the whole attack (>= 1; :mod:`fl_leak.threads`); None keeps
         torch's setting.
@@ -47,6 +57,7 @@ class LinearOptions(SolverOptions):
     def __post_init__(self) -> None:
         check_positive("tolerance", self.tolerance)
         check_positive_int("max_iterations", self.max_iterations)
+        check_one_of("method", self.method, SOLVE_METHODS)
         check_threads(self.threads)
         torch_dtype(self.dtype)
         torch_device(self.device)
@@ -118,9 +129,10 @@ def linear_attack(
 ) -> Reconstruction:
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
-    Options: the fields of :class:`LinearOptions`: ``tolerance`` (LSMR's atol and btol, default
-    1e-10), ``max_iterations`` (20,000), ``threads`` (torch threads for the whole attack, 1;
-    None keeps torch's setting), ``dtype`` (float64), ``device`` ("cpu").
+    Options: the fields of :class:`LinearOptions`: ``tolerance`` (the solver's atol and btol,
+    default 1e-10), ``max_iterations`` (20,000), ``method`` ("auto"), ``threads`` (torch
+    threads for the whole attack, 1; None keeps torch's setting), ``dtype`` (float64),
+    ``device`` ("cpu").
     """
     _, result, labels, recovered = run_walk(
         model, gradients, input_shape, batch_size, labels, options
