@@ -149,3 +149,9 @@ def test_linear_attack_reports_the_solver_and_recovers_a_square_layer():
     assert float((result.inputs - x).abs().max()) < 1e-6
     with pytest.raises(FlLeakError, match="method"):
         fl_leak.reconstruct(model, gradients, input_shape=SHAPE, attack="linear", method="qr")
+
+
+def test_cgls_returns_zero_for_a_zero_rhs():
+    system = CASES["strided"]()
+    result = cgls(system, torch.zeros(system.shape[0], dtype=torch.float64), 1e-10, 10)
+    assert result.iterations == 0 and not result.solution.any()

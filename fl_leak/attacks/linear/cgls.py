@@ -61,9 +61,14 @@ def cgls(
     z = apply_inverse(s)
     p = z.clone()
     gamma = float((s * z).sum())
+    if gamma <= 0:  # U^T rhs = 0: x = 0 is the least-squares solution
+        return CglsResult(x, 0, 0)
     for iteration in range(1, max_iterations + 1):
         q = system.apply(p)
-        alpha = gamma / float(q.square().sum())
+        curvature = float(q.square().sum())
+        if curvature == 0:  # no progress possible along p: optimal to rounding
+            return CglsResult(x, iteration - 1, 2)
+        alpha = gamma / curvature
         x.add_(p, alpha=alpha)
         r.sub_(q, alpha=alpha)
         s = system.apply_adjoint(r)
