@@ -19,7 +19,8 @@ fits under ``--max-dense-gb``. Columns:
   the row-space coefficients for B > 1);
 * ``solves``: each layer below the last: its solver and iterations.
 
-A last line per network fits ``seconds ~ B^k`` (least squares on logarithms) for the walk and,
+A last line per network fits ``seconds ~ B^k`` (least squares on logarithms) for the walk, for
+the layer solves below the last (``mf``) and,
 where at least two batch sizes had a dense solve, for the dense solves.
 
     python benchmarks/batch_timing.py [--models cnn2_c1,cnn2_c5] [--batch-sizes 1,2,4,8,16]
@@ -100,7 +101,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = fl_leak.build_model(name, seed=0, num_classes=data.info.num_classes)
         generator = torch.Generator().manual_seed(args.seed)
-        walk_times, dense_times = [], []
+        walk_times, solve_times, dense_times = [], [], []
         for batch_size in batch_sizes:
             index = torch.randperm(len(data), generator=generator)[:batch_size]
             images, labels = data.images[index].float() / 255, data.labels[index]
@@ -126,8 +127,10 @@ def main() -> None:
                 flush=True,
             )
             walk_times.append(walk_seconds)
+            solve_times.append(matrix_free)
             dense_times.append(dense)
         fit = f"walk ~ B^{fitted_exponent(batch_sizes, walk_times):.2f}"
+        fit += f", mf ~ B^{fitted_exponent(batch_sizes, solve_times):.2f}"
         dense_points = [(b, s) for b, s in zip(batch_sizes, dense_times, strict=True) if s]
         if len(dense_points) >= 2:
             sizes, seconds = zip(*dense_points, strict=True)
