@@ -24,7 +24,7 @@ the layer solves below the last (``mf``) and,
 where at least two batch sizes had a dense solve, for the dense solves.
 
     python benchmarks/batch_timing.py [--models cnn2_c1,cnn2_c5] [--batch-sizes 1,2,4,8,16]
-        [--device cpu|cuda] [--max-dense-gb 1.0]
+        [--device cpu|cuda] [--max-dense-gb 1.0] [--lsmr-up-to 4]
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ from bench_solver import _timed
 
 import fl_leak
 from fl_leak.attacks.linear.attack import LinearOptions, run_walk
+from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
 from fl_leak.data import load_dataset
 from fl_leak.metrics import score_batch
+from fl_leak.threads import torch_threads
 
 
 def dense_solves(systems, max_bytes: float, device: str) -> tuple[float | None, str]:
@@ -81,6 +83,12 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads for the matrix-free walk"
     )
+    parser.add_argument(
+        "--lsmr-up-to",
+        type=int,
+        default=0,
+        help="also solve the layer systems by plain LSMR (method='lsmr') up to this batch size",
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
@@ -115,6 +123,21 @@ def main() -> None:
             matrix_free = sum(layer.seconds for layer in result.layers[:-1])
             dense, dense_cell = dense_solves(result.systems, args.max_dense_gb * 2**30, args.device)
             ratio = f"{dense / matrix_free:.1f}" if dense is not None else "-"
+            if batch_size <= args.lsmr_up_to:
+                with torch_threads(args.threads):
+                    lsmr_seconds, lsmr_iterations = 0.0, []
+                    for system in result.systems:
+                        (_, report), seconds = _timed(
+                            solve_layer, system, SolverOptions(method="lsmr")
+                        )
+                        lsmr_seconds += seconds
+                        lsmr_iterations.append(str(report.iterations))
+                print(
+                    f"{name:<8} {batch_size:>3} plain LSMR on the same systems: "
+                    f"{lsmr_seconds:.2f} s ({', '.join(lsmr_iterations)} iterations), "
+                    f"{lsmr_seconds / matrix_free:.1f}x the time of mf",
+                    flush=True,
+                )
             scores = score_batch(images, result.inputs[0].detach().cpu().float().clamp(0, 1))
             labels_ok = torch.equal(torch.sort(found.cpu()).values, torch.sort(labels).values)
             unknowns = sum(system.num_unknowns for system in result.systems)
