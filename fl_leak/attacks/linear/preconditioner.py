@@ -322,12 +322,15 @@ def torch_solve(
     applies (a structurally full-rank convolution system, setup within bounds).
 
     With ``require_preconditioner`` (the automatic choice) a system without the preconditioner,
-    or whose preconditioner's setup exceeds ``MAX_SETUP_FLOPS``, gets None (the caller then uses
+    whose preconditioner's setup exceeds ``MAX_SETUP_FLOPS``, or not in float64 (CGLS runs in the
+    system's dtype; LSMR's vector updates in float64) gets None (the caller then uses
     LSMR); otherwise the setup is not bounded and a system without the preconditioner gets plain
     CGLS. A rank-deficient system is never
     preconditioned: preconditioned iterates leave the row space of ``U``, and the solution would
     not be the minimum-norm one.
     """
+    if require_preconditioner and system.target.dtype != torch.float64:
+        return None  # LSMR's vector updates run in float64 whatever the walk's dtype
     limit = MAX_SETUP_FLOPS if require_preconditioner else math.inf
     full_rank = system.deficiency_bound() == 0
     preconditioner = normal_preconditioner(system, limit) if full_rank else None
