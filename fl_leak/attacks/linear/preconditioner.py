@@ -38,9 +38,10 @@ from fl_leak.attacks.linear.system import LayerSystem
 # eigenvalues that matter, large enough that S's condition (<= 1 / DELTA) keeps the Woodbury
 # term's cancellation small
 DELTA = 1e-8
-# setup beyond this many floating-point operations is left to LSMR. Measured (one thread): cnn2_c5's
-# layer 0 (setup 0.6 GFLOP) solves 7x faster than by LSMR; lenet's (12 GFLOP, its 900 gradient rows
-# make the Woodbury term dear) about as fast as LSMR at the same accuracy, so it stays with LSMR
+# setup beyond this many floating-point operations is left to LSMR. Measured (one thread, side by
+# side, benchmarks/bench_solver.py --square-only): cnn2_c5's layer 0 (setup 0.4 GFLOP) solves 8x
+# faster than by LSMR at the default tolerance; lenet's (9.5 GFLOP: its 900 gradient rows make the
+# Woodbury term dear) took 1.2 s against LSMR's 1.1 s at a similar accuracy, so it stays with LSMR
 MAX_SETUP_FLOPS = 5e9
 # the gradient block L = K^T, materialised, may take at most this many bytes
 MAX_GRADIENT_BLOCK_BYTES = 2**28
