@@ -9,10 +9,11 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
 from fl_leak.attacks.linear.attack import LinearOptions, check_chain, run_walk
+from fl_leak.attacks.linear.pooling import SETTLED_RESIDUAL
 from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.registry import register_attack
-from fl_leak.attacks.result import Reconstruction
+from fl_leak.attacks.result import LayerDiagnostics, Reconstruction
 from fl_leak.options import (
     check_non_negative,
     check_non_negative_int,
@@ -67,7 +68,11 @@ def hybrid_attack(
         model, gradients, input_shape, batch_size, labels, options
     )
     inputs = result.inputs[0]
-    exact = [layer.deficiency_bound == 0 and layer.clipped == 0 for layer in result.layers[:-1]]
+    trusted = [_positions_trusted(layer) for layer in result.layers[:-1]]
+    exact = [
+        layer.deficiency_bound == 0 and layer.clipped == 0 and trust
+        for layer, trust in zip(result.layers[:-1], trusted, strict=True)
+    ]
     last_exact = result.layers[-1].deficiency_bound == 0
     notes = [*result.last.notes, *result.notes]
     if correct == "auto" and all(exact) and last_exact:
@@ -76,7 +81,11 @@ def hybrid_attack(
     if wanted and result.systems:
         anchor = _anchor(exact)
         correction: CorrectionOptions = options
-        if not last_exact:  # no system below an undetermined last layer can be trusted
+        if not trusted[anchor]:  # its system rests on guessed positions: anchor one layer up
+            anchor += 1
+        if not last_exact or anchor == len(result.systems):
+            # no system below an undetermined last layer can be trusted, nor any above
+            anchor = min(anchor, len(result.systems) - 1)
             correction = replace(options, residual_weight=0.0)
         corrected = correct_input(
             chain, result.systems[anchor], anchor, inputs, labels.to(inputs.device), correction
@@ -117,6 +126,14 @@ def _numerically_exact(
                 f"lies outside the system's row space) though its equations outnumber unknowns"
             )
     return exact
+
+
+def _positions_trusted(layer: LayerDiagnostics) -> bool:
+    """Whether a layer's system can be trusted as built: always, unless it max-pools and its
+    positions did not settle (every window consistent, the system solved)."""
+    if not layer.pool_windows:
+        return True
+    return layer.pool_consistent == layer.pool_windows and layer.residual <= SETTLED_RESIDUAL
 
 
 def _anchor(exact: list[bool]) -> int:
