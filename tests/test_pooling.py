@@ -118,6 +118,7 @@ def test_a_false_fixed_point_is_reported_and_the_hybrid_anchors_above_it():
         model, gradients, (1, 4, 4), attack="hybrid", pool_restarts=0, iterations=5
     )
     assert hybrid.layers[0].corrected
+    assert "correction started from the middle of the input range" in hybrid.notes
 
 
 def test_pooling_before_the_activation_is_the_same_block():

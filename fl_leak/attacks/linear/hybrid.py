@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
@@ -60,8 +61,11 @@ def hybrid_attack(
     numerically: a null-space probe of each structurally full-rank layer, see
     :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
-    ``"always"`` and ``"never"`` force the choice. Other options: the fields of
-    :class:`HybridOptions`.
+    ``"always"`` and ``"never"`` force the choice. Where a max-pooling layer's positions did not
+    settle, its system and everything the walk built below it rest on guesses: the correction is
+    anchored at the layer above it and starts from the middle of ``input_range`` (measured on
+    ``flower_cnn``, one embedded image: 13.9 dB against 12.2 dB from the walk's input). Other
+    options: the fields of :class:`HybridOptions`.
     """
     correct = options.correct
     chain, result, labels, recovered = run_walk(
@@ -81,14 +85,19 @@ def hybrid_attack(
     if wanted and result.systems:
         anchor = _anchor(exact)
         correction: CorrectionOptions = options
+        guessed = not all(trusted)
         if not trusted[anchor]:  # its system rests on guessed positions: anchor one layer up
             anchor += 1
         if not last_exact or anchor == len(result.systems):
             # no system below an undetermined last layer can be trusted, nor any above
             anchor = min(anchor, len(result.systems) - 1)
             correction = replace(options, residual_weight=0.0)
+        start = inputs
+        if guessed and options.input_range:  # the walk's input rests on guessed positions
+            start = torch.full_like(inputs, sum(options.input_range) / 2)
+            notes.append("correction started from the middle of the input range")
         corrected = correct_input(
-            chain, result.systems[anchor], anchor, inputs, labels.to(inputs.device), correction
+            chain, result.systems[anchor], anchor, start, labels.to(inputs.device), correction
         )
         inputs = corrected.inputs
         result.layers[0].corrected = True
