@@ -12,7 +12,7 @@ output (checked on a random input).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +69,6 @@ class Block:
     def core(self) -> WeightOperator:
         """The weight layer's own operator, without the maps folded in before it."""
         return self.operator.core if isinstance(self.operator, Folded) else self.operator
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """Shape of one sample of the block's output (pooled where it pools)."""
-        return self.pool.out_shape if self.pool else self.operator.out_shape
 
     def output(self, z: Tensor) -> Tensor:
         """The block's output from its pre-activation ``z``: ``s(z)``, pooled where it pools."""
@@ -286,7 +281,7 @@ def _fold_affine(
     affine: ChannelAffine,
     module: nn.Module,
     grad_of: dict[int, Tensor],
-    cast: Any,
+    cast: Callable[[Tensor], Tensor],
 ) -> None:
     """Fold ``scale * z + shift`` into the open block's weight layer, and its gradients."""
     operator: WeightOperator = block["operator"]

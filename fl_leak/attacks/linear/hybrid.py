@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
 from fl_leak.attacks.linear.attack import LinearOptions, check_chain, run_walk
-from fl_leak.attacks.linear.pooling import SETTLED_RESIDUAL
+from fl_leak.attacks.linear.pooling import PoolingReport
 from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.registry import register_attack
@@ -139,10 +139,13 @@ def _numerically_exact(
 
 def _positions_trusted(layer: LayerDiagnostics) -> bool:
     """Whether a layer's system can be trusted as built: always, unless it max-pools and its
-    positions did not settle (every window consistent, the system solved)."""
+    positions did not settle (:class:`~fl_leak.attacks.linear.pooling.PoolingReport`)."""
     if not layer.pool_windows:
         return True
-    return layer.pool_consistent == layer.pool_windows and layer.residual <= SETTLED_RESIDUAL
+    pooling = PoolingReport(
+        layer.pool_windows, layer.pool_consistent, layer.pool_rounds, layer.residual
+    )
+    return pooling.settled
 
 
 def _anchor(exact: list[bool]) -> int:
