@@ -17,6 +17,7 @@ from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
 from fl_leak.options import (
+    check_non_negative_int,
     check_one_of,
     check_positive,
     check_positive_int,
@@ -48,16 +49,26 @@ class LinearOptions(SolverOptions):
         Precision of the walk.
     device : str or torch.device
         Where the walk runs.
+    pool_rounds : int
+        Solves per start of a max-pooling layer to settle the positions of its maxima (>= 1;
+        :mod:`~fl_leak.attacks.linear.pooling`).
+    pool_restarts : int
+        Further starts from seeded random positions where the first ends at a residual
+        (>= 0).
     """
 
     threads: int | None = DEFAULT_THREADS
     dtype: str | torch.dtype = "float64"
     device: str | torch.device = "cpu"
+    pool_rounds: int = 20
+    pool_restarts: int = 3
 
     def __post_init__(self) -> None:
         check_positive("tolerance", self.tolerance)
         check_positive_int("max_iterations", self.max_iterations)
         check_one_of("method", self.method, SOLVE_METHODS)
+        check_positive_int("pool_rounds", self.pool_rounds)
+        check_non_negative_int("pool_restarts", self.pool_restarts)
         check_threads(self.threads)
         torch_dtype(self.dtype)
         torch_device(self.device)
@@ -107,7 +118,7 @@ def run_walk(
     last = None
     if recovered and batch_size > 1:
         last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
-    result = walk(chain, labels, options, last_solution=last)
+    result = walk(chain, labels, options, last, options.pool_rounds, options.pool_restarts)
     return chain, result, labels, recovered
 
 
@@ -132,7 +143,7 @@ def linear_attack(
     Options: the fields of :class:`LinearOptions`: ``tolerance`` (the solver's atol and btol,
     default 1e-10), ``max_iterations`` (20,000), ``method`` ("auto"), ``threads`` (torch
     threads for the whole attack, 1; None keeps torch's setting), ``dtype`` (float64),
-    ``device`` ("cpu").
+    ``device`` ("cpu"), ``pool_rounds`` (20), ``pool_restarts`` (3).
     """
     _, result, labels, recovered = run_walk(
         model, gradients, input_shape, batch_size, labels, options
