@@ -64,6 +64,8 @@ from fl_leak.attacks.linear.last_layer import numerical_rank
 from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
+from fl_leak.metrics.spectrum import spectrum
+from fl_leak.metrics.system_matrix import system_matrix
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 
@@ -153,16 +155,6 @@ def security_index(deficiencies: Sequence[int]) -> int:
         round(deficiency * (weight_layers - 1 - i) / (weight_layers - 1))
         for i, deficiency in enumerate(deficiencies)
     )
-
-
-def _spectrum_row(singular: Tensor, shape: tuple[int, int], rtol: float) -> tuple[int, float, int]:
-    """Rank, condition and the count of singular values at most ``rtol`` times the largest."""
-    rank = numerical_rank(singular, shape)
-    if rank == 0:
-        return 0, math.inf, min(shape)
-    condition = float(singular[0] / singular[rank - 1])
-    weak = int((singular <= rtol * singular[0]).sum()) + shape[1] - singular.numel()
-    return rank, condition, weak
 
 
 @dataclass
@@ -340,8 +332,8 @@ def _audit(
         start = time.perf_counter()
         weak = None
         if min(system.shape) <= max_dense:
-            singular = torch.linalg.svdvals(system.dense())
-            rank, condition, weak = _spectrum_row(singular, system.shape, rtol)
+            exact = spectrum(system_matrix(system), rtol)
+            rank, condition, weak = exact.rank, exact.condition, exact.weak
             deficiency, method = system.num_unknowns - rank, "svd"
         else:
             deficiency, method = system.deficiency_bound(), "bound"
