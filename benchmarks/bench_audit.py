@@ -4,7 +4,7 @@ For every layer below the last of each network (batch 1, random probe, as ``fl_l
 
 * before: the dense matrix built column by column (``LayerSystem.dense``) and all its singular
   values (``torch.linalg.svdvals``);
-* now: the sparse matrix (:func:`fl_leak.metrics.system_matrix.system_matrix`) and
+* now: the sparse matrix (:func:`fl_leak.attacks.linear.matrix.system_matrix`) and
   :func:`fl_leak.metrics.spectrum.spectrum` (Gram certificate, dense SVD where it cannot decide).
 
 Both on one torch thread. Prints each network's seconds both ways, the ratio, the index both ways,
@@ -26,7 +26,7 @@ import torch
 import fl_leak
 from fl_leak.metrics.audit import probe_layers, security_index
 from fl_leak.metrics.spectrum import Spectrum, from_singular_values, spectrum
-from fl_leak.metrics.system_matrix import system_matrix
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.models.family import FAMILY
 
 MAX_DENSE = 6000  # fl_leak.audit's default
@@ -57,7 +57,11 @@ def network(name: str) -> tuple[float, float, int, int, str]:
                 torch.linalg.svdvals(s.dense()), s.shape, RTOL
             )
         )
-        new, new_seconds = _timed(lambda s=system: spectrum(system_matrix(s), RTOL))
+        new, new_seconds = _timed(
+            lambda s=system: spectrum(
+                system_matrix(s), RTOL, s.num_unknowns - s.deficiency_bound(), left_null_vectors(s)
+            )
+        )
         if (old.rank, old.weak) != (new.rank, new.weak) or not math.isclose(
             old.condition, new.condition, rel_tol=1e-6
         ):

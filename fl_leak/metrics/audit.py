@@ -65,7 +65,7 @@ from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics.spectrum import spectrum
-from fl_leak.metrics.system_matrix import system_matrix
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 
@@ -332,7 +332,9 @@ def _audit(
         start = time.perf_counter()
         weak = None
         if min(system.shape) <= max_dense:
-            exact = spectrum(system_matrix(system), rtol)
+            rank_bound = system.num_unknowns - system.deficiency_bound()
+            matrix, dependencies = system_matrix(system), left_null_vectors(system)
+            exact = spectrum(matrix, rtol, rank_bound, dependencies)
             rank, condition, weak = exact.rank, exact.condition, exact.weak
             deficiency, method = system.num_unknowns - rank, "svd"
         else:

@@ -50,7 +50,8 @@ class Spectrum:
 
 
 def from_singular_values(singular: torch.Tensor, shape: tuple[int, int], rtol: float) -> Spectrum:
-    """:class:`Spectrum` from descending singular values of a matrix of ``shape``."""
+    """:class:`Spectrum` from descending singular values of a matrix of ``shape`` (those not
+    given are zero)."""
     rank = numerical_rank(singular, shape)
     if rank == 0:
         return Spectrum(0, math.inf, shape[1], "svd")
@@ -65,20 +66,34 @@ def _largest_eigenvalue(operator: LinearOperator, size: int) -> float:
     return float(values[0])
 
 
-def _gram_certificate(matrix: sp.csr_matrix, rtol: float) -> Spectrum | None:
-    """The full-rank :class:`Spectrum` when the Gram matrix certifies it, else None."""
+def _gram_certificate(
+    matrix: sp.csr_matrix, rtol: float, dependencies: sp.csc_matrix | None = None
+) -> tuple[int, float] | None:
+    """``(rank, condition)`` where the Gram matrix certifies the rank, else None.
+
+    Without ``dependencies`` the smaller Gram matrix must be positive definite: full rank. With
+    them (orthogonal columns ``Y``, ``Y^T U = 0``) the row Gram matrix ``U U^T`` is deflated to
+    ``U U^T + s_1^2 Y Y^T``, whose ``k`` added eigenvalues are ``s_1^2``: positive definite
+    certifies rank ``M - k``.
+    """
     rows, columns = matrix.shape
-    tall = rows >= columns
-    left, right = (matrix.T.tocsr(), matrix) if tall else (matrix, matrix.T.tocsr())
-    size = min(rows, columns)
-    if size == 0:
-        return None
-    gram = torch.from_numpy((left @ right).toarray())
+    rows_first = rows < columns or dependencies is not None
+    left, right = (matrix, matrix.T.tocsr()) if rows_first else (matrix.T.tocsr(), matrix)
+    size = left.shape[0]
     s_max2 = _largest_eigenvalue(
         LinearOperator((size, size), matvec=lambda v: left @ (right @ v), dtype=np.float64), size
     )
-    factor, info = torch.linalg.cholesky_ex(gram)
-    if int(info) != 0 or s_max2 <= 0:
+    if s_max2 <= 0:
+        return None
+    gram = (left @ right).toarray()
+    known = 0
+    if dependencies is not None:
+        basis = dependencies.toarray()
+        basis /= np.linalg.norm(basis, axis=0)
+        gram += s_max2 * (basis @ basis.T)
+        known = basis.shape[1]
+    factor, info = torch.linalg.cholesky_ex(torch.from_numpy(gram))
+    if int(info) != 0:
         return None
 
     def inverse(v: np.ndarray) -> np.ndarray:  # C^{-1} v = L^{-T} L^{-1} v
@@ -91,17 +106,42 @@ def _gram_certificate(matrix: sp.csr_matrix, rtol: float) -> Spectrum | None:
     ratio = math.sqrt(max(s_min2, 0.0) / s_max2)
     if ratio < CERTIFY or ratio <= rtol * (1 + MARGIN):  # weak values need every one counted
         return None
-    return Spectrum(size, 1.0 / ratio, columns - size, "gram")
+    return size - known, 1.0 / ratio
 
 
-def spectrum(matrix: sp.csr_matrix, rtol: float) -> Spectrum:
+def spectrum(
+    matrix: sp.csr_matrix,
+    rtol: float,
+    rank_bound: int | None = None,
+    dependencies: sp.csc_matrix | None = None,
+) -> Spectrum:
     """Rank at numpy's tolerance, condition and weak count of ``matrix`` (module docstring).
 
-    Dense work runs on torch's thread setting; scipy's BLAS (Lanczos) on one thread.
+    Zero rows and columns are dropped first (each zero column is a zero singular value).
+    ``rank_bound``: a structural upper bound on the rank; ``dependencies``: known independent
+    left null vectors (columns, disjoint supports), those the bound counts. Below what the
+    non-zero part could reach, the Gram certificate is tried with the dependencies deflated when
+    the bound leaves them the only ones, else not at all. Dense work runs on torch's thread
+    setting; scipy's BLAS (Lanczos) on one thread.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
-        certified = _gram_certificate(matrix, rtol)
-    if certified is not None:
-        return certified
-    dense = torch.from_numpy(matrix.toarray())
-    return from_singular_values(torch.linalg.svdvals(dense), matrix.shape, rtol)
+    shape = matrix.shape
+    used_rows = np.flatnonzero(matrix.getnnz(axis=1))
+    nonzero = matrix.tocsc()[:, np.flatnonzero(matrix.getnnz(axis=0))].tocsr()[used_rows]
+    size = min(nonzero.shape)
+    if size == 0:
+        return Spectrum(0, math.inf, shape[1], "svd")
+    deflate = None
+    if rank_bound is not None and rank_bound < size and dependencies is not None:
+        deflate = dependencies.tocsr()[used_rows].tocsc()
+        deflate = deflate[:, np.flatnonzero(deflate.getnnz(axis=0))]
+    try_gram = rank_bound is None or rank_bound >= size
+    if not try_gram and deflate is not None:
+        try_gram = deflate.shape[1] > 0 and rank_bound == nonzero.shape[0] - deflate.shape[1]
+    if try_gram:
+        with threadpool_limits(limits=1, user_api="blas"):
+            certified = _gram_certificate(nonzero, rtol, deflate)
+        if certified is not None:
+            rank, condition = certified
+            return Spectrum(rank, condition, shape[1] - rank, "gram")
+    singular = torch.linalg.svdvals(torch.from_numpy(nonzero.toarray()))
+    return from_singular_values(singular, shape, rtol)
