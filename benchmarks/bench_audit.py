@@ -24,9 +24,9 @@ import time
 import torch
 
 import fl_leak
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.metrics.audit import probe_layers, security_index
 from fl_leak.metrics.spectrum import Spectrum, from_singular_values, spectrum
-from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.models.family import FAMILY
 
 MAX_DENSE = 6000  # fl_leak.audit's default
@@ -53,9 +53,7 @@ def network(name: str) -> tuple[float, float, int, int, str]:
             paths.append("bound")
             continue
         old, old_seconds = _timed(
-            lambda s=system: from_singular_values(
-                torch.linalg.svdvals(s.dense()), s.shape, RTOL
-            )
+            lambda s=system: from_singular_values(torch.linalg.svdvals(s.dense()), s.shape, RTOL)
         )
         new, new_seconds = _timed(
             lambda s=system: spectrum(

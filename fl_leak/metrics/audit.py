@@ -61,11 +61,11 @@ from torch import Tensor, nn
 from fl_leak.attacks.linear.activations import KINK
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics.spectrum import spectrum
-from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 

@@ -97,7 +97,8 @@ def _gram_certificate(
         return None
 
     def inverse(v: np.ndarray) -> np.ndarray:  # C^{-1} v = L^{-T} L^{-1} v
-        half = torch.linalg.solve_triangular(factor, torch.from_numpy(v.reshape(-1, 1)), upper=False)
+        vector = torch.from_numpy(v.reshape(-1, 1))
+        half = torch.linalg.solve_triangular(factor, vector, upper=False)
         return torch.linalg.solve_triangular(factor.T, half, upper=True).numpy().ravel()
 
     s_min2 = 1.0 / _largest_eigenvalue(

@@ -185,7 +185,8 @@ def left_null_vectors(system: LayerSystem) -> sp.csc_matrix:
         safe = torch.where(forward_scale[:, o] != 0, forward_scale[:, o], 1.0)
         forward = (d[:, o] / safe).reshape(-1)
         row = (
-            torch.arange(batch)[:, None] * (channels * positions) + o * positions
+            torch.arange(batch)[:, None] * (channels * positions)
+            + o * positions
             + torch.arange(positions)
         ).reshape(-1)
         gradient = -weight[o] / gradient_scale[o]
