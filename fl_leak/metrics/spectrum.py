@@ -46,7 +46,7 @@ class Spectrum:
     rank: int
     condition: float
     weak: int  # singular values <= rtol * s_max, plus N - min(M, N)
-    method: str  # "gram" (certified full rank) or "svd" (dense singular values)
+    method: str  # "gram" (certified from the Gram matrix) or "svd" (dense singular values)
 
 
 def from_singular_values(singular: torch.Tensor, shape: tuple[int, int], rtol: float) -> Spectrum:
