@@ -5,7 +5,8 @@ For every layer below the last of each network (batch 1, random probe, as ``fl_l
 * before: the dense matrix built column by column (``LayerSystem.dense``) and all its singular
   values (``torch.linalg.svdvals``);
 * now: the sparse matrix (:func:`fl_leak.attacks.linear.matrix.system_matrix`) and
-  :func:`fl_leak.metrics.spectrum.spectrum` (Gram certificate, dense SVD where it cannot decide).
+  :func:`fl_leak.attacks.linear.spectrum.spectrum` (Gram certificate, dense SVD where it cannot
+  decide).
 
 Both on one torch thread. Prints each network's seconds both ways, the ratio, the index both ways,
 and stops with an error if a rank, deficiency, weak count or the index differs. The last row is the
@@ -25,8 +26,8 @@ import torch
 
 import fl_leak
 from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
+from fl_leak.attacks.linear.spectrum import Spectrum, from_singular_values, spectrum
 from fl_leak.metrics.audit import probe_layers, security_index
-from fl_leak.metrics.spectrum import Spectrum, from_singular_values, spectrum
 from fl_leak.models.family import FAMILY
 
 MAX_DENSE = 6000  # fl_leak.audit's default

@@ -23,7 +23,7 @@ undetermined.
 
 Ranks are exact (numpy's default tolerance ``s_max * max(M, N) * eps`` on float64: certified
 from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, the singular values
-of the dense matrix otherwise; :mod:`fl_leak.metrics.spectrum`, docs/audit.md) while
+of the dense matrix otherwise; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
 ``min(M, N) <= max_dense``; above that the audit
 reports the structural lower bound on the deficiency (unknowns minus independent rows, and
 unknowns no row touches), marked ``method="bound"``, with no condition number.
@@ -65,9 +65,9 @@ from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
 from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.attacks.linear.solver import weak_directions
+from fl_leak.attacks.linear.spectrum import spectrum
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
-from fl_leak.metrics.spectrum import spectrum
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 

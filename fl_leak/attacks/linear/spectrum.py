@@ -110,6 +110,24 @@ def _gram_certificate(
     return size - known, 1.0 / ratio
 
 
+def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``matrix`` without its zero rows and columns, and the rows kept."""
+    used_rows = np.flatnonzero(matrix.getnnz(axis=1))
+    columns = np.flatnonzero(matrix.getnnz(axis=0))
+    return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows
+
+
+def certified_full_rank(matrix: sp.csr_matrix, rtol: float) -> bool:
+    """Whether the Gram certificate shows ``matrix`` of full column rank with every singular value
+    above ``max(rtol, CERTIFY)`` times the largest (zero columns: not full rank). False where it
+    cannot decide."""
+    nonzero, _ = _nonzero(matrix)
+    if nonzero.shape[1] < matrix.shape[1] or nonzero.shape[0] < nonzero.shape[1]:
+        return False
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _gram_certificate(nonzero, rtol) is not None
+
+
 def spectrum(
     matrix: sp.csr_matrix,
     rtol: float,
@@ -126,8 +144,7 @@ def spectrum(
     setting; scipy's BLAS (Lanczos) on one thread.
     """
     shape = matrix.shape
-    used_rows = np.flatnonzero(matrix.getnnz(axis=1))
-    nonzero = matrix.tocsc()[:, np.flatnonzero(matrix.getnnz(axis=0))].tocsr()[used_rows]
+    nonzero, used_rows = _nonzero(matrix)
     size = min(nonzero.shape)
     if size == 0:
         return Spectrum(0, math.inf, shape[1], "svd")
