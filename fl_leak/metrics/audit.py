@@ -21,15 +21,17 @@ over the layers below the last fully connected one (``L`` weight layers, ``i = 0
 layer). It is 0 when every layer is uniquely solvable and more negative the more unknowns stay
 undetermined.
 
-Ranks are exact (singular values of the dense matrix, numpy's default tolerance
-``s_max * max(M, N) * eps`` on float64) while ``min(M, N) <= max_dense``; above that the audit
+Ranks are exact (numpy's default tolerance ``s_max * max(M, N) * eps`` on float64: certified
+from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, the singular values
+of the dense matrix otherwise; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
+``min(M, N) <= max_dense``; above that the audit
 reports the structural lower bound on the deficiency (unknowns minus independent rows, and
 unknowns no row touches), marked ``method="bound"``, with no condition number.
 
 Uniquely solvable is not recoverable: a direction whose singular value is ``10^-6`` of the
 largest amplifies the update's rounding (float32: about ``10^-7``) to the whole image. Each row
 therefore also counts its singular values below ``rtol`` times the largest, the
-``numerical_deficiency`` (exact from the SVD where dense; above ``max_dense`` estimated by a
+``numerical_deficiency`` (exact where dense; above ``max_dense`` estimated by a
 damped solve on a random probe, :func:`~fl_leak.attacks.linear.solver.weak_directions`, where
 the structural bound finds no deficiency, and the bound, a lower bound, where it does). The
 default ``rtol = 1e-4`` is where float32 updates stop resolving a direction to about 60 dB (a
@@ -61,7 +63,9 @@ from torch import Tensor, nn
 from fl_leak.attacks.linear.activations import KINK
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
 from fl_leak.attacks.linear.solver import weak_directions
+from fl_leak.attacks.linear.spectrum import spectrum
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
@@ -82,7 +86,9 @@ class AuditLayer:
     rank: int
     deficiency: int
     condition: float
-    method: str  # "svd" (exact numerical rank) or "bound" (structural lower bound on deficiency)
+    # "svd": exact numerical rank (numpy's, certified or from the singular values); "bound":
+    # structural lower bound on the deficiency
+    method: str
     seconds: float
     # singular values below rtol x the largest (None where not computed: rtol=0)
     numerical_deficiency: int | None = None
@@ -153,16 +159,6 @@ def security_index(deficiencies: Sequence[int]) -> int:
         round(deficiency * (weight_layers - 1 - i) / (weight_layers - 1))
         for i, deficiency in enumerate(deficiencies)
     )
-
-
-def _spectrum_row(singular: Tensor, shape: tuple[int, int], rtol: float) -> tuple[int, float, int]:
-    """Rank, condition and the count of singular values at most ``rtol`` times the largest."""
-    rank = numerical_rank(singular, shape)
-    if rank == 0:
-        return 0, math.inf, min(shape)
-    condition = float(singular[0] / singular[rank - 1])
-    weak = int((singular <= rtol * singular[0]).sum()) + shape[1] - singular.numel()
-    return rank, condition, weak
 
 
 @dataclass
@@ -340,8 +336,10 @@ def _audit(
         start = time.perf_counter()
         weak = None
         if min(system.shape) <= max_dense:
-            singular = torch.linalg.svdvals(system.dense())
-            rank, condition, weak = _spectrum_row(singular, system.shape, rtol)
+            rank_bound = system.num_unknowns - system.deficiency_bound()
+            matrix, dependencies = system_matrix(system), left_null_vectors(system)
+            exact = spectrum(matrix, rtol, rank_bound, dependencies)
+            rank, condition, weak = exact.rank, exact.condition, exact.weak
             deficiency, method = system.num_unknowns - rank, "svd"
         else:
             deficiency, method = system.deficiency_bound(), "bound"

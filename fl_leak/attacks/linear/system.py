@@ -53,6 +53,16 @@ class LayerSystem:
         self._gradient_scale = gradient.reshape(-1, *([1] * (weight.dim() - 1)))
 
     @property
+    def forward_scale(self) -> Tensor:
+        """Each forward row's scale, ``(B, *out_shape)`` broadcastable (0 on masked rows)."""
+        return self._forward_scale
+
+    @property
+    def gradient_scale(self) -> Tensor:
+        """Each gradient row's scale, broadcastable to the weight's shape."""
+        return self._gradient_scale
+
+    @property
     def batch(self) -> int:
         return int(self.output_gradient.shape[0])
 

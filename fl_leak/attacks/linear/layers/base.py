@@ -101,6 +101,17 @@ class WeightOperator(ABC):
         (R-GAP's counting; the audit reports them). None for a layer without padding."""
         return 0
 
+    def patch_index(self) -> Tensor | None:
+        """Where each weight meets the input, for a layer ``z[o, l] = sum_q W[o, q] x[idx[q, l]]``.
+
+        ``W`` is the weight reshaped to ``(out_channels, -1)``, ``l`` the output position (the
+        flattened ``out_shape[1:]``; one for a fully connected layer), ``x`` one flat input and
+        ``idx`` a long ``(q, l)`` tensor, ``-1`` where the weight meets zero padding. The audit
+        builds the layer's matrix from it by indexing; None (the default) for a layer not of this
+        form, whose matrix is built from the operator's products.
+        """
+        return None
+
 
 class Folded(WeightOperator):
     """A weight operator preceded by parameter-free linear maps (``A' = A P_k ... P_1``)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
@@ -49,6 +51,20 @@ class Conv2dOperator(WeightOperator):
 
     def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
         return conv2d_input((d.shape[0], *self.in_shape), g, d, **self._options())
+
+    def patch_index(self) -> Tensor | None:
+        """``unfold`` of the input's flat positions (grouped convolutions: None)."""
+        if self.groups != 1:
+            return None
+        positions = torch.arange(1, math.prod(self.in_shape) + 1, dtype=torch.float64)
+        patches = F.unfold(
+            positions.reshape(1, *self.in_shape),
+            self.weight.shape[2:],
+            dilation=self.dilation,
+            padding=self.padding,
+            stride=self.stride,
+        )
+        return patches[0].round().long() - 1
 
     def padding_entries(self) -> int:
         """The zero border: ``C * ((H + 2 p_h) (W + 2 p_w) - H W)``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from fl_leak.attacks.linear.layers.base import Shape, WeightOperator
@@ -22,6 +23,10 @@ class FullyConnectedOperator(WeightOperator):
 
     def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
         return d @ g
+
+    def patch_index(self) -> Tensor:
+        """Every weight column meets its input entry at the one output position."""
+        return torch.arange(int(self.weight.shape[1]), device=self.weight.device).reshape(-1, 1)
 
 
 @register_weight_layer(nn.Linear)

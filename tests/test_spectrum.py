@@ -1,0 +1,113 @@
+"""The audit's sparse layer matrix, its known row dependencies, and the certified spectrum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+import fl_leak
+from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
+from fl_leak.attacks.linear.spectrum import certified_full_rank, spectrum
+from fl_leak.metrics.audit import probe_layers
+from tests.test_audit import SMALL, _materialised
+
+SHAPE = (2, 8, 8)
+STRIDED = nn.Sequential(  # stride, padding and dilation differing per axis
+    nn.Conv2d(2, 3, 3, stride=(2, 1), padding=(1, 2), dilation=(2, 1), bias=False),
+    nn.Tanh(),
+    nn.Flatten(),
+    nn.Linear(3 * 3 * 10, 4),
+)
+
+
+def _systems(model: nn.Module, batch_size: int):
+    torch.manual_seed(0)
+    return probe_layers(model.double(), SHAPE, batch_size, scaled=True).systems
+
+
+@pytest.mark.parametrize("model", [*SMALL, STRIDED])
+def test_sparse_matrix_equals_the_autograd_materialisation(model):
+    """Indexed (convolutions) and product-built (average pooling folded in) alike: the unscaled
+    oracle from plain autograd, once the rows carry the system's scales."""
+    for system in _systems(model, batch_size=2):
+        built = system_matrix(system).toarray()
+        scales = torch.cat(
+            [
+                torch.broadcast_to(system.forward_scale, system.target.shape).reshape(-1),
+                torch.broadcast_to(system.gradient_scale, system.observed_gradient.shape).reshape(
+                    -1
+                ),
+            ]
+        ).numpy()
+        oracle = _materialised(system)  # forward rows masked, not scaled
+        expected = np.where(scales[:, None] != 0, oracle * scales[:, None], 0.0)
+        assert built.shape == expected.shape
+        assert np.allclose(built, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_known_dependencies_are_left_null_vectors():
+    model = fl_leak.build_model("cnn3_c1", input_shape=(3, 12, 12), seed=0).double()
+    for system in probe_layers(model, (3, 12, 12), 2, scaled=True).systems:
+        dense = system.dense().numpy()
+        dependencies = left_null_vectors(system).toarray()
+        assert dependencies.shape[1] == system.operator.out_channels
+        assert np.abs(dependencies.T @ dense).max() < 1e-12 * np.abs(dependencies).max()
+
+
+def _numpy(matrix: np.ndarray, rtol: float) -> tuple[int, float, int]:
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    rank = np.linalg.matrix_rank(matrix)
+    weak = int((singular <= rtol * singular[0]).sum()) + matrix.shape[1] - singular.size
+    return rank, singular[0] / singular[rank - 1], weak
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "zero_columns", "decay", "path"),
+    [
+        (60, 40, 0, 1.0, "gram"),  # tall, well conditioned: certified
+        (30, 50, 0, 1.0, "gram"),  # wide
+        (60, 40, 5, 1.0, "gram"),  # zero columns dropped, the rest certified
+        (60, 40, 0, 1e-9, "svd"),  # too ill-conditioned to certify: dense singular values
+        (60, 40, 0, 1e-6, "svd"),  # certifiable, but weak values sit below rtol: counted by SVD
+    ],
+)
+def test_spectrum_equals_numpy(rows, columns, zero_columns, decay, path):
+    generator = np.random.default_rng(1)
+    left = np.linalg.qr(generator.standard_normal((rows, rows)))[0]
+    right = np.linalg.qr(generator.standard_normal((columns, columns)))[0]
+    size = min(rows, columns)
+    values = np.geomspace(1.0, decay, size)
+    matrix = left[:, :size] @ np.diag(values) @ right[:size]
+    matrix[:, :zero_columns] = 0.0
+    result = spectrum(sp.csr_matrix(matrix), rtol=1e-4)
+    rank, condition, weak = _numpy(matrix, 1e-4)
+    assert (result.rank, result.weak, result.method) == (rank, weak, path)
+    assert result.condition == pytest.approx(condition, rel=1e-6)
+
+
+def test_deflated_dependencies_certify_a_deficient_wide_layer():
+    """cnn2_c4 (one filter): 127 rows, one known dependency, rank 126 of 432 unknowns."""
+    model = fl_leak.build_model("cnn2_c4", input_shape=(3, 12, 12), seed=0)
+    (system,) = probe_layers(model, (3, 12, 12), 1, scaled=True).systems
+    matrix = system_matrix(system)
+    bound = system.num_unknowns - system.deficiency_bound()
+    result = spectrum(matrix, 1e-4, bound, left_null_vectors(system))
+    rank, condition, weak = _numpy(matrix.toarray(), 1e-4)
+    assert (result.method, result.rank, result.weak) == ("gram", rank, weak)
+    assert result.condition == pytest.approx(condition, rel=1e-6)
+    assert spectrum(matrix, 1e-4, bound).method == "svd"  # without them: the SVD decides
+
+
+def test_certified_full_rank_only_below_the_condition_limit():
+    generator = np.random.default_rng(2)
+    left = np.linalg.qr(generator.standard_normal((50, 50)))[0][:, :30]
+    right = np.linalg.qr(generator.standard_normal((30, 30)))[0]
+    for decay, expected in ((1e-2, True), (1e-4, False)):  # condition 1e2, 1e4 against 1e3
+        matrix = left @ np.diag(np.geomspace(1.0, decay, 30)) @ right
+        assert certified_full_rank(sp.csr_matrix(matrix), 1e-3) is expected
+    matrix = left @ right
+    matrix[:, 0] = 0.0  # an unknown no row reaches
+    assert not certified_full_rank(sp.csr_matrix(matrix), 1e-3)
