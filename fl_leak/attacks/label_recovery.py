@@ -24,7 +24,7 @@ def output_layer(model: nn.Module, gradients: Sequence[Tensor]) -> LastLayer:
     if not heads or leaves[heads[-1]].bias is None:
         raise FlLeakError(
             "label recovery needs the model to end in an nn.Linear with a bias (one output per "
-            "class); pass labels= to the attack (or label_strategy='joint' to ig or dlg)"
+            "class); pass labels= or label_strategy='joint' (ig, dlg)"
         )
     head = leaves[heads[-1]]
     assert isinstance(head, nn.Linear) and head.bias is not None
