@@ -13,7 +13,9 @@ positive derivative: identity, tanh, sigmoid), the bias gradient is
   ``j`` of ``G`` is ``g_j x`` plus the deviation of class ``j``'s samples from the mean, so
   ``x`` is the least-squares fit of ``G_j ~ g_j x``, each row weighted by ``1 / (n_j + 1/2)^2``
   (absent and rare classes, whose rows deviate least, count most). Counts and fit are iterated
-  from the bias-only estimate (:func:`estimate_label_counts`) until the counts repeat.
+  from the bias-only estimate (:func:`estimate_label_counts`) until the counts repeat; then again
+  with each present class's own mean embedding, read from its row's deviation from ``g_j x``
+  (iLRG's per-class embeddings), for networks whose outputs differ between classes.
 
 The bias-only estimate treats every class's mean probability as the mean ``g_j`` of the absent
 classes; it needs classes absent from the batch and is kept as the baseline.
@@ -62,28 +64,58 @@ def estimate_label_counts(bias_gradient: Tensor, batch_size: int) -> Tensor:
     return round_counts(raw, g < 0, batch_size)
 
 
+def class_embeddings(
+    weight_gradient: Tensor, bias_gradient: Tensor, counts: Tensor, per_class: bool
+) -> Tensor | None:
+    """Each class's mean embedding (one row per class) implied by the gradients and ``counts``.
+
+    The batch's mean ``x`` is the weighted least-squares fit of ``G_j ~ g_j x``; with
+    ``per_class``, a present class's own mean is ``x - B (G_j - g_j x) / n_j`` (row ``j`` of
+    ``B (G - g x^T)`` is ``-n_j`` times its samples' deviation from ``x``, less their small
+    probabilities' share), an absent one's stays ``x``. None when ``g`` is zero.
+    """
+    g, G = bias_gradient, weight_gradient
+    weights = g / (counts + PRIOR) ** 2
+    norm = float(weights @ g)
+    if norm <= 0:
+        return None
+    mean = G.T @ weights / norm
+    embeddings = mean.expand(g.numel(), -1).clone()
+    if per_class:
+        present = counts > 0
+        deviation = G[present] - g[present, None] * mean
+        embeddings[present] -= int(counts.sum()) * deviation / counts[present, None]
+    return embeddings
+
+
 def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
     """Per-class sample counts (summing to ``batch_size``) from the last layer's weight and bias
-    gradients and its weights (module docstring)."""
+    gradients and its weights (module docstring).
+
+    From class ``k``'s mean embedding, its samples' outputs ``y_k``, slopes ``s'_k`` and
+    probabilities ``q_k``: ``B g_i = sum_k n_k s'_ki q_ki - n_i s'_ii``, solved for ``n_i``. A first
+    stage gives every class the batch's mean embedding, a second its own
+    (:func:`class_embeddings`), which helps once the network has trained.
+    """
     g = layer.bias_gradient.detach().double().cpu()
     G = layer.weight_gradient.detach().double().cpu()
     W = layer.weight.detach().double().cpu()
     b = layer.bias.detach().double().cpu()
     counts = estimate_label_counts(g, batch_size)
-    for _ in range(ROUNDS):
-        weights = g / (counts + PRIOR) ** 2
-        norm = float(weights @ g)
-        if norm <= 0:  # a zero bias gradient: nothing to fit
-            return counts
-        mean_embedding = G.T @ weights / norm
-        outputs = layer.activation.forward(W @ mean_embedding + b)
-        slope = layer.activation.derivative(outputs).clamp_min(torch.finfo(g.dtype).tiny)
-        probabilities = torch.softmax(outputs, dim=0)
-        raw = batch_size * (slope * probabilities - g) / slope
-        updated = round_counts(raw.clamp_min(0), g < 0, batch_size)
-        if torch.equal(updated, counts):
-            break
-        counts = updated
+    for per_class in (False, True):
+        for _ in range(ROUNDS):
+            embeddings = class_embeddings(G, g, counts.double(), per_class)
+            if embeddings is None:  # a zero bias gradient: nothing to fit
+                return counts
+            outputs = layer.activation.forward(embeddings @ W.T + b)
+            slope = layer.activation.derivative(outputs).clamp_min(torch.finfo(g.dtype).tiny)
+            probabilities = torch.softmax(outputs, dim=1)
+            share = (counts[:, None] * slope * probabilities).sum(0)
+            raw = (share - batch_size * g) / torch.diagonal(slope)
+            updated = round_counts(raw.clamp_min(0), g < 0, batch_size)
+            if torch.equal(updated, counts):
+                break
+            counts = updated
     return counts
 
 
