@@ -93,8 +93,8 @@ def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
     gradients and its weights (module docstring).
 
     From class ``k``'s mean embedding, its samples' outputs ``y_k``, slopes ``s'_k`` and
-    probabilities ``q_k``: ``B g_i = sum_k n_k s'_ki q_ki - n_i s'_ii``, solved for ``n_i``. A first
-    stage gives every class the batch's mean embedding, a second its own
+    probabilities ``q_k``: ``B g_i = sum_k n_k s'_ki q_ki - n_i s'_ii``, iterated for ``n_i``.
+    A first stage gives every class the batch's mean embedding, a second its own
     (:func:`class_embeddings`), which helps once the network has trained.
     """
     g = layer.bias_gradient.detach().double().cpu()
