@@ -113,35 +113,39 @@ def main() -> None:
     start = time.perf_counter()
     data = load_dataset("embedded")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    rows: dict[tuple[int, bool], list[str]] = {}
-    for name in args.models.split(","):
-        for classes in (int(c) for c in args.classes.split(",")):
-            keep = data.labels < classes
-            images, labels = data.images[keep].float() / 255, data.labels[keep]
-            for rounds in (int(r) for r in args.rounds.split(",")):
-                model = fl_leak.build_model(name, seed=0, num_classes=classes)
-                fedavg(model, images, labels, rounds, seed=rounds)
-                for every in (False, True):
-                    cells = []
-                    for size in sizes:
-                        if size > labels.numel() or (every and size < classes):
-                            cells.append(f"{'-':>11}")
-                            continue
-                        new, old = count_accuracy(
-                            model, images, labels, classes, size, every, args.trials
-                        )
-                        cells.append(f"{new:>5.2f}/{old:<5.2f}")
-                    row = f"{name:<11} {classes:>2} " + " ".join(cells)
-                    rows.setdefault((rounds, every), []).append(row)
-    header = f"{'model':<11} {'C':>2} " + " ".join(f"{'B=' + str(b):>11}" for b in sizes)
-    for (rounds, every), lines in rows.items():
-        kind = "every class present" if every else "random batches"
-        print(
-            f"\nafter {rounds} FedAvg rounds, {kind}: count accuracy, new / bias-only "
-            f"({args.trials} batches a cell)"
-        )
-        print(header)
-        print("\n".join(lines))
+    networks = [(n, int(c)) for n in args.models.split(",") for c in args.classes.split(",")]
+    trained: dict[tuple[str, int, int], nn.Module] = {}
+    for rounds in (int(r) for r in args.rounds.split(",")):
+        for every in (False, True):
+            kind = "every class present" if every else "random batches"
+            print(
+                f"\nafter {rounds} FedAvg rounds, {kind}: count accuracy, new / bias-only "
+                f"({args.trials} batches a cell)"
+            )
+            print(f"{'model':<11} {'C':>2} " + " ".join(f"{'B=' + str(b):>11}" for b in sizes))
+            for name, classes in networks:
+                keep = data.labels < classes
+                images, labels = data.images[keep].float() / 255, data.labels[keep]
+                if (name, classes, rounds) not in trained:
+                    model = fl_leak.build_model(name, seed=0, num_classes=classes)
+                    fedavg(model, images, labels, rounds, seed=rounds)
+                    trained[name, classes, rounds] = model
+                cells = []
+                for size in sizes:
+                    if size > labels.numel() or (every and size < classes):
+                        cells.append(f"{'-':>11}")
+                        continue
+                    new, old = count_accuracy(
+                        trained[name, classes, rounds],
+                        images,
+                        labels,
+                        classes,
+                        size,
+                        every,
+                        args.trials,
+                    )
+                    cells.append(f"{new:>5.2f}/{old:<5.2f}")
+                print(f"{name:<11} {classes:>2} " + " ".join(cells), flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s on 1 thread")
 
 

@@ -112,7 +112,9 @@ def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
             probabilities = torch.softmax(outputs, dim=1)
             share = (counts[:, None] * slope * probabilities).sum(0)
             raw = (share - batch_size * g) / torch.diagonal(slope)
-            updated = round_counts(raw.clamp_min(0), g < 0, batch_size)
+            # a saturated output's tiny slope can make raw huge (or NaN): no class has more than B
+            raw = raw.nan_to_num(0.0).clamp(0, batch_size)
+            updated = round_counts(raw, g < 0, batch_size)
             if torch.equal(updated, counts):
                 break
             counts = updated
