@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fl_leak.attacks.labels import recover_labels
+from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
 from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
@@ -92,8 +92,7 @@ def prepare(
         if labels.numel() != batch_size:
             raise FlLeakError(f"got {labels.numel()} labels for batch_size={batch_size}")
         return chain, labels, False
-    assert chain.last.bias_gradient is not None
-    return chain, recover_labels(chain.last.bias_gradient, batch_size).cpu(), True
+    return chain, batch_labels(last_layer_of(chain), batch_size), True
 
 
 def run_walk(
