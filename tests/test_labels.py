@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fl_leak
-from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts
+from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts, round_counts
 from fl_leak.attacks.linear.attack import prepare
 from fl_leak.data import load_dataset
 from fl_leak.errors import FlLeakError, GradientMismatchError, InvalidGradientError
@@ -79,6 +79,16 @@ def test_a_network_after_some_training_is_counted_better_than_from_the_bias_grad
         right[0] += torch.equal(fl_leak.recover_labels(model, gradients, 8), truth)
         right[1] += torch.equal(labels_from_counts(estimate_label_counts(gradients[-1], 8)), truth)
     assert right[0] >= 8 and right[0] > right[1]
+
+
+def test_huge_or_undefined_raw_counts_are_rounded_at_once():
+    # a saturated final activation's slope near 0 gave estimates like these (cnn2_c5 after 20
+    # FedAvg rounds): the rounding, one sample at a time, must not walk down from 1e12
+    raw = torch.tensor([1e12, 3.2, torch.nan, -5.0, 2.9], dtype=torch.float64)
+    present = torch.tensor([True, False, False, False, True])
+    counts = round_counts(raw, present, 8)
+    assert int(counts.sum()) == 8 and bool((counts[present] >= 1).all())
+    assert counts[2] == 0 and counts[3] == 0 and int(counts.argmax()) == 0
 
 
 def test_public_api_returns_sorted_long_labels_and_one_sample_is_the_argmin():

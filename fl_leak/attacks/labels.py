@@ -38,9 +38,14 @@ ROUNDS = 10
 
 
 def round_counts(raw: Tensor, present: Tensor, batch_size: int) -> Tensor:
-    """Round non-negative real counts to integers summing to ``batch_size`` (largest remainder),
-    keeping at least one sample of every class flagged ``present`` (of the ``batch_size`` with
-    the largest counts when more are flagged, as noise on the gradient can make them)."""
+    """Round real counts to integers summing to ``batch_size`` (largest remainder), keeping at
+    least one sample of every class flagged ``present`` (of the ``batch_size`` with the largest
+    counts when more are flagged, as noise on the gradient can make them).
+
+    Counts are first clipped to ``[0, batch_size]`` (NaN read as 0): a saturated output's tiny
+    slope can make an estimate huge, and the rounding moves one sample at a time.
+    """
+    raw = raw.nan_to_num(0.0).clamp(0, batch_size)
     if int(present.sum()) > batch_size:
         kept = torch.zeros_like(present)
         kept[torch.topk(torch.where(present, raw, -torch.inf), batch_size).indices] = True
@@ -112,8 +117,6 @@ def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
             probabilities = torch.softmax(outputs, dim=1)
             share = (counts[:, None] * slope * probabilities).sum(0)
             raw = (share - batch_size * g) / torch.diagonal(slope)
-            # a saturated output's tiny slope can make raw huge (or NaN): no class has more than B
-            raw = raw.nan_to_num(0.0).clamp(0, batch_size)
             updated = round_counts(raw, g < 0, batch_size)
             if torch.equal(updated, counts):
                 break
