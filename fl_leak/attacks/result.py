@@ -15,7 +15,10 @@ class LayerDiagnostics:
     ``deficiency_bound`` is a structural lower bound on the rank deficiency (unknowns minus
     equations, with one dependency per output channel); ``rank`` and ``deficiency`` are filled where
     the numerical rank was computed (the audit). ``near_kink`` counts the layer's reconstructed
-    (leaky) ReLU outputs so close to the kink that rounding decides their side.
+    (leaky) ReLU outputs so close to the kink that rounding decides their side. ``noise_level`` is
+    the inconsistency a noise-aware solve found (the floor of its relative residual; on the last
+    layer, the update's relative noise per entry: :mod:`fl_leak.attacks.linear.noise`), NaN where
+    none was estimated.
     """
 
     index: int
@@ -36,6 +39,7 @@ class LayerDiagnostics:
     near_kink: int = 0
     rank: int | None = None
     deficiency: int | None = None
+    noise_level: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -10,7 +11,16 @@ from torch import Tensor
 from fl_leak.attacks.linear.activations import KINK, LeakyReLU
 from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
-from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
+from fl_leak.attacks.linear.noise import (
+    FLAT,
+    NoiseOptions,
+    flat_solution,
+    forward_weights,
+    noisy_update,
+    project_to_range,
+    solve_discrepancy,
+)
+from fl_leak.attacks.linear.solver import SolveReport, SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
 
@@ -87,22 +97,31 @@ def walk(
     labels: Tensor,
     options: SolverOptions = SolverOptions(),
     last_solution: LastLayerSolution | None = None,
+    noise: NoiseOptions = NoiseOptions(),
 ) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input.
 
     ``last_solution`` skips the last layer's solve when it was already done (label search).
+    An update whose noise level (:func:`~fl_leak.attacks.linear.noise.update_noise_level`) is
+    above ``noise.noise_threshold`` is walked noise-aware (:mod:`fl_leak.attacks.linear.noise`).
     """
     start = time.perf_counter()
     last = chain.last
     batch = labels.numel()
-    solution = last_solution or solve_last_layer(last_layer_of(chain), labels)
+    level, noisy = noisy_update(last.weight_gradient, batch, noise)
+    solution = last_solution or solve_last_layer(
+        last_layer_of(chain), labels, noise_level=level if noisy else 0.0
+    )
     x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
     d_above = solution.output_gradients
     block_above = last
     inputs, systems, notes = [x_above], [], []
     layers = [_last_layer_diagnostics(last, solution, time.perf_counter() - start, batch)]
+    layers[0].noise_level = level
     for block in reversed(chain.blocks[:-1]):
         start = time.perf_counter()
+        if noisy:
+            x_above = project_to_range(block.activation, x_above)
         inversion = block.activation.inverse(x_above)
         d = block.activation.derivative(x_above) * block_above.operator.forward_adjoint(d_above)
         bias = block.operator.add_bias(x_above.new_zeros(1, *block.operator.out_shape))
@@ -112,8 +131,17 @@ def walk(
             observed_gradient=block.weight_gradient,
             target=inversion.pre_activation - bias,
             valid=inversion.valid,
+            forward_weight=forward_weights(block.activation, x_above) if noisy else None,
         )
-        x, report = solve_layer(system, options)
+        report: SolveReport
+        found = math.nan  # the inconsistency a noise-aware solve finds
+        if noisy:
+            x, report = solve_discrepancy(system, noise, options.max_iterations)
+            found = report.noise_level
+            if block is chain.blocks[0] and found > noise.flat_above:
+                x, report.stop_reason = flat_solution(system), report.stop_reason + FLAT
+        else:
+            x, report = solve_layer(system, options)
         diagnostics = LayerDiagnostics(
             index=block.index,
             path=block.path,
@@ -128,6 +156,7 @@ def walk(
             iterations=report.iterations,
             stop_reason=report.stop_reason,
             condition_estimate=report.condition_estimate,
+            noise_level=found,
         )
         diagnostics.seconds = time.perf_counter() - start
         inputs.append(x)
