@@ -2,13 +2,15 @@
 
 The prediction follows the noise-aware walk (:mod:`fl_leak.attacks.linear.noise`) layer by layer
 at a probe input (:func:`~fl_leak.metrics.audit.probe_layers`), on the systems that walk solves
-(rows equilibrated, forward rows weighted by the activation's slope), from their singular values
-``s_i`` (dense SVD). For a relative update noise ``sigma``:
+(rows equilibrated), from their singular values ``s_i`` (dense SVD). For a relative update noise
+``sigma``:
 
 * the right-hand side of layer ``l`` carries noise of norm ``eps_l``: ``sqrt(sigma^2 + d_l^2)``
   of its gradient block (the update's noise, and the relative error ``d_l`` of the output
-  gradients ``D`` built from the layers above) and ``e_{l+1}`` of its forward block (the relative
-  error of the reconstructed output above; slope-weighted rows measure it in the output's units);
+  gradients ``D`` built from the layers above, including the slopes of leaky ReLU outputs that
+  the error moves across the kink) and ``e_{l+1} g`` of its forward block (the relative error of
+  the reconstructed output above, times the gain ``g`` of the inverse activation: an output
+  error ``dy`` is ``dy / s'`` on the target);
 * the solve stopped at the noise level acts as a Wiener filter: a direction of singular value
   ``s`` is recovered in the share ``phi = s^2 / (s^2 + lambda^2)`` with ``lambda^2 = nu / tau^2``,
   ``nu = eps^2 / rows`` the noise per row and ``tau^2 = ||x||^2 / unknowns`` the signal per
@@ -17,11 +19,10 @@ at a probe input (:func:`~fl_leak.metrics.audit.probe_layers`), on the systems t
 * ``e_l`` is that error over ``||x_l||``; the last layer's inputs start at ``e = sigma`` (its
   closed form divides ``G^T g`` by ``g . g``, both noisy) and ``d = sigma`` (the bias gradient).
 
-The input's predicted mean squared error is ``e_0^2`` times the data's mean square; where the
-input layer's relative inconsistency (the share ``sqrt((rows - unknowns) / rows)`` of ``eps_0``
-left in the residual, over ``||V_0||``) exceeds the walk's ``flat_above`` the
-walk returns the flat least-squares image, predicted at the data's flat-image error; and a clamped
-reconstruction's error cannot exceed that of an unrelated image in ``[0, 1]``. Batch 1 only; the
+The input's predicted mean squared error is ``e_0^2`` times the data's mean square, capped by
+the data's flat-image error (the walk returns the flat least-squares image where that fits the
+update better, predicted at the flat mean-colour image) and by that of an unrelated image in
+``[0, 1]`` (a clamped reconstruction). Batch 1 only; the
 data's statistics (mean square, flat-image error) are inputs, the rest comes from the model.
 """
 
@@ -29,13 +30,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from fl_leak.attacks.linear.noise import NoiseOptions, forward_weights
+from fl_leak.attacks.linear.activations import LeakyReLU
 from fl_leak.metrics.audit import probe_layers
+
+KINK_WINDOW = 0.1  # outputs within this share of their RMS estimate the density at the kink
 
 
 @dataclass(frozen=True)
@@ -48,29 +51,43 @@ class LayerSpectrum:
     input_norm: float  # ||x_l|| at the probe
     forward_rhs: float  # norm of the forward block of the right-hand side
     gradient_rhs: float  # norm of the gradient block
+    forward_gain: float = 1.0  # relative error of the forward target per relative output error
+    kink_density: float = 0.0  # leaky ReLU: density of its outputs / their RMS at 0 (else 0)
+    kink_jump: float = 0.0  # leaky ReLU: 1 - slope, the derivative's jump at the kink
+    outputs: int = 0  # entries of the layer's output
 
 
 def layer_spectra(
     model: nn.Module, input_shape: Sequence[int], seed: int = 0
 ) -> list[LayerSpectrum]:
-    """Each layer's (below the last) weighted system at a seeded probe input, input layer first."""
+    """Each layer's (below the last) system at a seeded probe input, input layer first."""
     probe = probe_layers(model, input_shape, 1, seed, scaled=True)
     spectra = []
     for index, system in enumerate(probe.systems):
         output = probe.inputs[index + 1]
-        weighted = replace(
-            system, forward_weight=forward_weights(probe.blocks[index].activation, output)
-        )
-        rhs = weighted.rhs()
-        split = weighted.num_forward_rows
+        activation = probe.blocks[index].activation
+        rhs = system.rhs()
+        split = system.num_forward_rows
+        slope = activation.derivative(output)
+        pre_activation = activation.inverse(output).pre_activation
+        # an error dy of the output is dy / s' on the forward target s^-1(y)
+        gain = float(output.pow(2).mean().sqrt() * slope[slope > 0].pow(-2).mean().sqrt())
+        gain /= float(pre_activation.pow(2).mean().sqrt())
+        jump = 1.0 - activation.slope if isinstance(activation, LeakyReLU) else 0.0
+        relative = output.abs() / output.pow(2).mean().sqrt()
+        density = float((relative < KINK_WINDOW).double().mean()) / KINK_WINDOW
         spectra.append(
             LayerSpectrum(
-                singular=torch.linalg.svdvals(weighted.dense()),
-                rows=weighted.shape[0],
-                unknowns=weighted.num_unknowns,
+                singular=torch.linalg.svdvals(system.dense()),
+                rows=system.shape[0],
+                unknowns=system.num_unknowns,
                 input_norm=float(probe.inputs[index].norm()),
                 forward_rhs=float(rhs[:split].norm()),
                 gradient_rhs=float(rhs[split:].norm()),
+                forward_gain=gain,
+                kink_density=density if 0 < jump < 1 else 0.0,
+                kink_jump=jump if 0 < jump < 1 else 0.0,
+                outputs=output.numel(),
             )
         )
     return spectra
@@ -89,20 +106,19 @@ def _filtered_error(layer: LayerSpectrum, noise: float) -> float:
     return math.sqrt(propagated + bias) / layer.input_norm
 
 
-def predicted_errors(spectra: Sequence[LayerSpectrum], sigma: float) -> tuple[float, float]:
-    """The input's relative error ``e_0`` and its layer's relative inconsistency, at ``sigma``."""
+def predicted_error(spectra: Sequence[LayerSpectrum], sigma: float) -> float:
+    """The input's predicted relative error ``e_0`` at relative update noise ``sigma``."""
     error = derivative = sigma
-    inconsistency = 0.0
     for layer in reversed(spectra):
+        # outputs within the error of the kink flip their slope: a share density * e of the
+        # entries of D changes by the jump, counted where the median number of flips is >= 1
+        flipped = min(1.0, layer.kink_density * error)
+        flipped *= flipped * layer.outputs >= math.log(2)
+        derivative = math.sqrt(derivative**2 + error**2 + flipped * layer.kink_jump**2)
         gradient = math.sqrt(sigma**2 + derivative**2) * layer.gradient_rhs
-        noise = math.hypot(gradient, error * layer.forward_rhs)
-        excess = max(layer.rows - layer.unknowns, 0) / layer.rows  # share left in the residual
-        inconsistency = (
-            noise * math.sqrt(excess) / math.hypot(layer.gradient_rhs, layer.forward_rhs)
-        )
-        derivative = math.hypot(derivative, error)
+        noise = math.hypot(gradient, error * layer.forward_gain * layer.forward_rhs)
         error = _filtered_error(layer, noise)
-    return error, inconsistency
+    return error
 
 
 def predict_psnr(
@@ -111,7 +127,6 @@ def predict_psnr(
     mean_square: float,
     flat_error: float,
     unrelated_error: float,
-    options: NoiseOptions = NoiseOptions(),
 ) -> float:
     """Predicted PSNR (peak 1) at relative update noise ``sigma`` (module docstring).
 
@@ -119,9 +134,6 @@ def predict_psnr(
     flat mean-colour images; ``unrelated_error``: the error of an unrelated clamped image (the
     ceiling of a lost reconstruction).
     """
-    error, inconsistency = predicted_errors(spectra, sigma)
-    if inconsistency > options.flat_above:
-        squared = flat_error
-    else:
-        squared = min(error**2 * mean_square, unrelated_error)
+    error = predicted_error(spectra, sigma)
+    squared = min(error**2 * mean_square, unrelated_error, flat_error)
     return -10.0 * math.log10(max(squared, 1e-20))

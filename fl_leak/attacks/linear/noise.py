@@ -9,22 +9,20 @@ its whole iteration limit doing so. Three changes, used only when the update is 
   ``G = D^T X`` has rank ``B`` (the batch), so its singular values past the ``B``-th are noise;
   their energy over the ``(m - B)(n - B)`` degrees of freedom of that complement estimates the noise
   variance per entry (:func:`update_noise_level`), relative to ``G``'s RMS.
-* **Forward rows weighted by the activation's slope** (:func:`forward_weights`): the target of a
-  forward row is ``s^-1(y)`` of the reconstructed output ``y`` above, whose error is amplified by
-  ``1 / s'`` (``1 / 0.01`` on the negative side of a leaky ReLU, without bound near a saturated
-  ``tanh``); weighting the row by ``s'`` measures its residual in the output's units (generalised
-  least squares for an error of equal size on every output). A consistent system keeps its
-  solution under any row weighting.
 * **A discrepancy-principle stop** (:func:`solve_discrepancy`): CGLS (LSQR's recurrence) from zero
   is a regularisation whose strength falls with each iteration; the residual drops quickly to the
   level of the inconsistency and then stagnates while the iterate fits noise. The solve runs until
   the residual stagnates (its floor ``r_min`` is then the inconsistency of the system: the noise
   level reported) and returns the first iterate whose residual was within ``discrepancy`` times
   that floor.
-
-Where even the input layer's system stays inconsistent beyond ``flat_above`` (the walk above it
-lost the signal), its detail fits noise only, and the input is returned as the least-squares flat
-image (one value per sample and channel), whose colours the system still determines.
+* **A flat input where the walk lost the signal**: the input layer's solution is then noise, and
+  the input is returned as the least-squares flat image (one value per sample and channel,
+  :func:`flat_solution`) of the input layer's system with its forward rows weighted by the
+  activation's slope (:func:`forward_weights`): the target of a forward row is ``s^-1(y)`` of the
+  reconstructed output ``y``, whose error is amplified by ``1 / s'`` (100 on the negative side
+  of a leaky ReLU of slope 0.01); the weight measures the row's residual in the output's units.
+  Which of the two inputs is kept is decided by the whole update: the one whose own gradients (by
+  autograd through the chain) are nearer the observed ones (:func:`gradient_mismatch`).
 
 Outputs of a bounded activation are also projected onto its range (``tanh``: ``[-1, 1]``) before
 the layer below is built, so that an amplified error cannot leave the activation's domain.
@@ -39,17 +37,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from fl_leak.attacks.linear.activations import Activation
+from fl_leak.attacks.linear.chain import Chain
 from fl_leak.attacks.linear.solver import SolveReport
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative, check_positive, check_positive_int
 
 DISCREPANCY_STOP = "discrepancy principle: residual at its noise floor"
-FLAT = "; detail not supported by the data: flat least-squares input"
+FLAT = "; detail not supported by the update: flat least-squares input"
 RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "relu": (0.0, math.inf)}
 
 
@@ -68,24 +68,19 @@ class NoiseOptions:
         which the update counts as noisy (>= 0; default 1e-6: float32 rounding is about 3e-8).
     discrepancy : float
         The solve returns the first iterate whose residual is within this factor of the residual's
-        floor (> 1 sensibly; default 1.02).
+        floor (>= 1; default 1.001: a well-conditioned layer keeps its least-squares accuracy).
     stagnation : float
         The residual's floor is reached when it fell by less than this share over the last
         ``stagnation_window`` iterations (> 0; default 1e-3).
     stagnation_window : int
         See ``stagnation`` (>= 1; default 50).
-    flat_above : float
-        When the input layer's system is inconsistent beyond this relative residual, its detail is
-        not supported by the data: the input is reconstructed as flat (one value per sample and
-        channel, :func:`flat_solution`) instead (> 0; default 0.1).
     """
 
     noise_aware: bool = True
     noise_threshold: float = 1e-6
-    discrepancy: float = 1.02
+    discrepancy: float = 1.001
     stagnation: float = 1e-3
     stagnation_window: int = 50
-    flat_above: float = 0.1
 
     def check_noise_options(self) -> None:
         """Raise on a value out of range (called by the options that inherit these)."""
@@ -94,7 +89,6 @@ class NoiseOptions:
             raise FlLeakError(f"discrepancy must be a number >= 1, got {self.discrepancy!r}")
         check_positive("stagnation", self.stagnation)
         check_positive_int("stagnation_window", self.stagnation_window)
-        check_positive("flat_above", self.flat_above)
 
 
 @dataclass
@@ -217,3 +211,27 @@ def flat_solution(system: LayerSystem) -> Tensor:
     columns = torch.stack([system.apply(e.expand(shape)) for e in indicators], dim=1)
     values = torch.linalg.lstsq(columns, system.rhs().unsqueeze(1)).solution
     return values.reshape(*groups, *([1] * (len(shape) - len(groups)))).expand(shape).clone()
+
+
+def gradient_mismatch(chain: Chain, inputs: Tensor, labels: Tensor) -> float:
+    """``sum_l ||G_l(inputs) - G_l||^2 / ||G_l||^2`` over the chain's weight gradients.
+
+    ``G_l(inputs)`` is the weight gradient of block ``l`` that ``inputs`` with ``labels`` would
+    give (batch-mean cross-entropy on the last activation's output, autograd through the blocks);
+    ``G_l`` the observed one.
+    """
+    x = inputs.detach().requires_grad_(True)  # puts every pre-activation on the graph
+    layer_inputs, pre_activations = [], []
+    for block in chain.blocks:
+        layer_inputs.append(x)
+        z = block.operator.add_bias(block.operator.forward(x))
+        pre_activations.append(z)
+        x = block.activation.forward(z)
+    loss = F.cross_entropy(x, labels.to(x.device))
+    output_gradients = torch.autograd.grad(loss, pre_activations)
+    total = 0.0
+    for block, layer_input, d in zip(chain.blocks, layer_inputs, output_gradients, strict=True):
+        observed = block.weight_gradient
+        own = block.operator.gradient(layer_input.detach(), d.detach())
+        total += float((own - observed).pow(2).sum() / observed.pow(2).sum().clamp_min(1e-300))
+    return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import Tensor
 
@@ -16,6 +16,7 @@ from fl_leak.attacks.linear.noise import (
     NoiseOptions,
     flat_solution,
     forward_weights,
+    gradient_mismatch,
     noisy_update,
     project_to_range,
     solve_discrepancy,
@@ -131,15 +132,17 @@ def walk(
             observed_gradient=block.weight_gradient,
             target=inversion.pre_activation - bias,
             valid=inversion.valid,
-            forward_weight=forward_weights(block.activation, x_above) if noisy else None,
         )
         report: SolveReport
         found = math.nan  # the inconsistency a noise-aware solve finds
         if noisy:
             x, report = solve_discrepancy(system, noise, options.max_iterations)
             found = report.noise_level
-            if block is chain.blocks[0] and found > noise.flat_above:
-                x, report.stop_reason = flat_solution(system), report.stop_reason + FLAT
+            if block is chain.blocks[0]:
+                weights = forward_weights(block.activation, x_above)
+                flat = flat_solution(replace(system, forward_weight=weights))
+                if gradient_mismatch(chain, flat, labels) < gradient_mismatch(chain, x, labels):
+                    x, report.stop_reason = flat, report.stop_reason + FLAT
         else:
             x, report = solve_layer(system, options)
         diagnostics = LayerDiagnostics(
