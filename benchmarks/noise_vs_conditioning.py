@@ -73,7 +73,9 @@ def main() -> None:
                     result = fl_leak.reconstruct(model, noisy, attack="linear", noise_aware=aware)
                     score = float(psnr(image, result.inputs.clamp(0, 1)))
                     scores[aware].append(min(score, 200.0))
-            predicted = predict_psnr(spectra, level, mean_square, flat_error, unrelated_error)
+            predicted = predict_psnr(
+                spectra, level, mean_square, flat_error, unrelated_error, classes=12
+            )
             measured, plain = float(np.mean(scores[True])), float(np.mean(scores[False]))
             rows.append((name, level, predicted, measured, plain))
             print(

@@ -16,8 +16,9 @@ at a probe input (:func:`~fl_leak.metrics.audit.probe_layers`), on the systems t
   ``nu = eps^2 / rows`` the noise per row and ``tau^2 = ||x||^2 / unknowns`` the signal per
   unknown, so the expected squared error is ``nu sum phi^2 / s^2`` (propagated noise) plus
   ``tau^2 (sum (1 - phi)^2 + unknowns - len(s))`` (the bias of filtered and missing directions);
-* ``e_l`` is that error over ``||x_l||``; the last layer's inputs start at ``e = sigma`` (its
-  closed form divides ``G^T g`` by ``g . g``, both noisy) and ``d = sigma`` (the bias gradient).
+* ``e_l`` is that error over ``||x_l||``; the last layer's inputs start at
+  ``e = sigma sqrt(2 / m)`` for ``m`` classes (its closed form ``G^T g / (g . g)``: the noise of
+  ``G`` and that of ``g`` each give ``sigma / sqrt(m)``) and ``d = sigma`` (the bias gradient).
 
 The input's predicted mean squared error is ``e_0^2`` times the data's mean square, capped by
 the data's flat-image error (the walk returns the flat least-squares image where that fits the
@@ -106,9 +107,9 @@ def _filtered_error(layer: LayerSpectrum, noise: float) -> float:
     return math.sqrt(propagated + bias) / layer.input_norm
 
 
-def predicted_error(spectra: Sequence[LayerSpectrum], sigma: float) -> float:
+def predicted_error(spectra: Sequence[LayerSpectrum], sigma: float, classes: int) -> float:
     """The input's predicted relative error ``e_0`` at relative update noise ``sigma``."""
-    error = derivative = sigma
+    error, derivative = sigma * math.sqrt(2.0 / classes), sigma
     for layer in reversed(spectra):
         # outputs within the error of the kink flip their slope: a share density * e of the
         # entries of D changes by the jump, counted where the median number of flips is >= 1
@@ -127,13 +128,14 @@ def predict_psnr(
     mean_square: float,
     flat_error: float,
     unrelated_error: float,
+    classes: int,
 ) -> float:
     """Predicted PSNR (peak 1) at relative update noise ``sigma`` (module docstring).
 
     ``mean_square``: the data's mean squared pixel; ``flat_error``: the mean squared error of its
     flat mean-colour images; ``unrelated_error``: the error of an unrelated clamped image (the
-    ceiling of a lost reconstruction).
+    ceiling of a lost reconstruction); ``classes``: the last layer's outputs.
     """
-    error = predicted_error(spectra, sigma)
+    error = predicted_error(spectra, sigma, classes)
     squared = min(error**2 * mean_square, unrelated_error, flat_error)
     return -10.0 * math.log10(max(squared, 1e-20))
