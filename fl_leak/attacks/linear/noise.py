@@ -21,8 +21,9 @@ its whole iteration limit doing so. Three changes, used only when the update is 
   activation's slope (:func:`forward_weights`): the target of a forward row is ``s^-1(y)`` of the
   reconstructed output ``y``, whose error is amplified by ``1 / s'`` (100 on the negative side
   of a leaky ReLU of slope 0.01); the weight measures the row's residual in the output's units.
-  Which of the two inputs is kept is decided by the whole update: the one whose own gradients (by
-  autograd through the chain) are nearer the observed ones (:func:`gradient_mismatch`).
+  Which of the two inputs is kept is decided by the whole update: the flat one where its own
+  gradients (by autograd through the chain) are nearer the observed ones by a factor
+  ``FLAT_MARGIN`` in squared relative error (:func:`gradient_mismatch`).
 
 Outputs of a bounded activation are also projected onto its range (``tanh``: ``[-1, 1]``) before
 the layer below is built, so that an amplified error cannot leave the activation's domain.
@@ -49,6 +50,9 @@ from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative, check_positive, check_positive_int
 
 DISCREPANCY_STOP = "discrepancy principle: residual at its noise floor"
+# the flat input replaces the solved one only where it fits the update this many times better: on
+# an update dominated by noise both fit it about equally, and the detail may still carry signal
+FLAT_MARGIN = 4.0
 FLAT = "; detail not supported by the update: flat least-squares input"
 RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "relu": (0.0, math.inf)}
 

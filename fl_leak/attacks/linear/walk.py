@@ -13,6 +13,7 @@ from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
 from fl_leak.attacks.linear.noise import (
     FLAT,
+    FLAT_MARGIN,
     NoiseOptions,
     flat_solution,
     forward_weights,
@@ -141,7 +142,8 @@ def walk(
             if block is chain.blocks[0]:
                 weights = forward_weights(block.activation, x_above)
                 flat = flat_solution(replace(system, forward_weight=weights))
-                if gradient_mismatch(chain, flat, labels) < gradient_mismatch(chain, x, labels):
+                mismatch = gradient_mismatch(chain, x, labels)
+                if FLAT_MARGIN * gradient_mismatch(chain, flat, labels) < mismatch:
                     x, report.stop_reason = flat, report.stop_reason + FLAT
         else:
             x, report = solve_layer(system, options)
