@@ -17,6 +17,9 @@ class LayerDiagnostics:
     the numerical rank was computed (the audit). ``near_kink`` counts the layer's reconstructed
     (leaky) ReLU outputs so close to the kink that rounding decides their side. ``pool_*`` describe
     how a max-pooling block's positions were settled (:mod:`fl_leak.attacks.linear.pooling`).
+    ``noise_level`` is the inconsistency a noise-aware solve found (the floor of its relative
+    residual; on the last layer, the update's relative noise per entry:
+    :mod:`fl_leak.attacks.linear.noise`), NaN where none was estimated.
     """
 
     index: int
@@ -43,6 +46,7 @@ class LayerDiagnostics:
     pool_windows: int = 0
     pool_consistent: int = 0
     pool_rounds: int = 0
+    noise_level: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

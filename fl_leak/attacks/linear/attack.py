@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
+from fl_leak.attacks.linear.noise import NoiseOptions, noisy_update
 from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
 from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
@@ -28,9 +29,11 @@ from fl_leak.threads import DEFAULT_THREADS, check_threads
 
 
 @dataclass(frozen=True)
-class LinearOptions(SolverOptions):
-    """Options of ``linear``: LSMR's (:class:`~fl_leak.attacks.linear.solver.SolverOptions`) and
-    where the walk runs.
+class LinearOptions(SolverOptions, NoiseOptions):
+    """Options of ``linear``: LSMR's (:class:`~fl_leak.attacks.linear.solver.SolverOptions`), the
+    noise-aware solve's (:class:`~fl_leak.attacks.linear.noise.NoiseOptions`: ``noise_aware``,
+    ``noise_threshold``, ``discrepancy``, ``stagnation``, ``stagnation_window``) and where the
+    walk runs.
 
     Attributes
     ----------
@@ -70,6 +73,7 @@ class LinearOptions(SolverOptions):
         check_positive_int("pool_rounds", self.pool_rounds)
         check_non_negative_int("pool_restarts", self.pool_restarts)
         check_threads(self.threads)
+        self.check_noise_options()
         torch_dtype(self.dtype)
         torch_device(self.device)
 
@@ -116,8 +120,19 @@ def run_walk(
     labels = labels.to(chain.last.operator.weight.device)
     last = None
     if recovered and batch_size > 1:
-        last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
-    result = walk(chain, labels, options, last, options.pool_rounds, options.pool_restarts)
+        level, noisy = noisy_update(chain.last.weight_gradient, batch_size, options)
+        last, labels = solve_last_layer_and_labels(
+            last_layer_of(chain), labels, noise_level=level if noisy else 0.0
+        )
+    result = walk(
+        chain,
+        labels,
+        options,
+        last,
+        options.pool_rounds,
+        options.pool_restarts,
+        noise=options,
+    )
     return chain, result, labels, recovered
 
 
@@ -140,9 +155,10 @@ def linear_attack(
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
     Options: the fields of :class:`LinearOptions`: ``tolerance`` (the solver's atol and btol,
-    default 1e-10), ``max_iterations`` (20,000), ``method`` ("auto"), ``threads`` (torch
-    threads for the whole attack, 1; None keeps torch's setting), ``dtype`` (float64),
-    ``device`` ("cpu"), ``pool_rounds`` (20), ``pool_restarts`` (3).
+    default 1e-10), ``max_iterations`` (20,000), ``method`` ("auto"), the noise-aware solve's
+    (``noise_aware``, on, and its settings), ``threads`` (torch threads for the whole attack, 1;
+    None keeps torch's setting), ``dtype`` (float64), ``device`` ("cpu"), ``pool_rounds`` (20),
+    ``pool_restarts`` (3).
     """
     _, result, labels, recovered = run_walk(
         model, gradients, input_shape, batch_size, labels, options

@@ -65,6 +65,8 @@ def hybrid_attack(
     numerically: a null-space probe of each structurally full-rank layer, see
     :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
+    A noisy update (the noise-aware walk's estimate above ``noise_threshold``) is corrected, at the
+    input layer's system, without the probes.
     ``"always"`` and ``"never"`` force the choice. Where a max-pooling layer's positions did not
     settle, its system and everything the walk built below it rest on guesses: the correction is
     anchored at the layer above it and starts from the middle of ``input_range`` (measured on
@@ -83,7 +85,11 @@ def hybrid_attack(
     ]
     last_exact = result.layers[-1].deficiency_bound == 0
     notes = [*result.last.notes, *result.notes]
-    if correct == "auto" and all(exact) and last_exact:
+    level = result.layers[-1].noise_level
+    if level > options.noise_threshold:  # no layer of a noisy update is solved exactly
+        exact = [False] + [True] * (len(exact) - 1)  # correct at the input layer's system
+        notes.append(f"noisy update (relative noise {level:.1e}): correction wanted")
+    elif correct == "auto" and all(exact) and last_exact:
         exact = _numerically_exact(result.systems, options, notes)
     wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
     if wanted and result.systems:

@@ -39,6 +39,7 @@ class LayerSystem:
     target: Tensor  # z - b: (B, *out_shape)
     valid: Tensor  # bool (B, *out_shape): usable forward rows
     scaled: bool = True
+    forward_weight: Tensor | None = None  # extra per-row weights of the forward block
     _forward_scale: Tensor = field(init=False, repr=False)
     _gradient_scale: Tensor = field(init=False, repr=False)
 
@@ -50,6 +51,8 @@ class LayerSystem:
         gradient = _safe_inverse(_channel_norms(self.output_gradient, 1)) if self.scaled else ones_d
         out_rank = len(self.operator.out_shape)
         self._forward_scale = forward.reshape(1, -1, *([1] * (out_rank - 1))) * self.valid
+        if self.forward_weight is not None:
+            self._forward_scale = self._forward_scale * self.forward_weight
         self._gradient_scale = gradient.reshape(-1, *([1] * (weight.dim() - 1)))
 
     @property

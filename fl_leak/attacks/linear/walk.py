@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import Tensor
 
 from fl_leak.attacks.linear.activations import KINK, LeakyReLU
 from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
+from fl_leak.attacks.linear.noise import (
+    FLAT,
+    FLAT_MARGIN,
+    NoiseOptions,
+    flat_solution,
+    forward_weights,
+    gradient_mismatch,
+    noisy_update,
+    project_to_range,
+    solve_discrepancy,
+)
 from fl_leak.attacks.linear.pooling import PoolingReport, solve_pooled
-from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
+from fl_leak.attacks.linear.solver import SolveReport, SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
 
@@ -102,28 +114,44 @@ def walk(
     last_solution: LastLayerSolution | None = None,
     pool_rounds: int = 20,
     pool_restarts: int = 0,
+    noise: NoiseOptions = NoiseOptions(),
 ) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input.
 
     ``last_solution`` skips the last layer's solve when it was already done (label search);
     ``pool_rounds`` bounds the solves that settle a max-pooling block's positions from each of
     ``1 + pool_restarts`` starts (:func:`~fl_leak.attacks.linear.pooling.solve_pooled`).
+    An update whose noise level (:func:`~fl_leak.attacks.linear.noise.update_noise_level`) is
+    above ``noise.noise_threshold`` is walked noise-aware (:mod:`fl_leak.attacks.linear.noise`).
     """
     start = time.perf_counter()
     last = chain.last
     batch = labels.numel()
-    solution = last_solution or solve_last_layer(last_layer_of(chain), labels)
+    level, noisy = noisy_update(last.weight_gradient, batch, noise)
+    solution = last_solution or solve_last_layer(
+        last_layer_of(chain), labels, noise_level=level if noisy else 0.0
+    )
     x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
     d_above = solution.output_gradients
     block_above = last
     inputs, systems, notes = [x_above], [], []
     layers = [_last_layer_diagnostics(last, solution, time.perf_counter() - start, batch)]
+    layers[0].noise_level = level
     for block in reversed(chain.blocks[:-1]):
         start = time.perf_counter()
+        if noisy:
+            x_above = project_to_range(block.activation, x_above)
         inversion = block.activation.inverse(x_above)
         d = block.activation.derivative(x_above) * block_above.operator.forward_adjoint(d_above)
         pooling = None
-        if block.pool is None:
+        report: SolveReport
+        found = math.nan  # the inconsistency a noise-aware solve finds
+        if block.pool is not None:
+            x, system, report, pooling = solve_pooled(
+                block, inversion, d, options, pool_rounds, pool_restarts
+            )
+            d = system.output_gradient
+        else:
             bias = block.operator.add_bias(x_above.new_zeros(1, *block.operator.out_shape))
             system = LayerSystem(
                 operator=block.operator,
@@ -132,12 +160,17 @@ def walk(
                 target=inversion.pre_activation - bias,
                 valid=inversion.valid,
             )
-            x, report = solve_layer(system, options)
-        else:
-            x, system, report, pooling = solve_pooled(
-                block, inversion, d, options, pool_rounds, pool_restarts
-            )
-            d = system.output_gradient
+            if noisy:
+                x, report = solve_discrepancy(system, noise, options.max_iterations)
+                found = report.noise_level
+                if block is chain.blocks[0]:
+                    weights = forward_weights(block.activation, x_above)
+                    flat = flat_solution(replace(system, forward_weight=weights))
+                    mismatch = gradient_mismatch(chain, x, labels)
+                    if FLAT_MARGIN * gradient_mismatch(chain, flat, labels) < mismatch:
+                        x, report.stop_reason = flat, report.stop_reason + FLAT
+            else:
+                x, report = solve_layer(system, options)
         diagnostics = LayerDiagnostics(
             index=block.index,
             path=block.path,
@@ -153,6 +186,7 @@ def walk(
             stop_reason=report.stop_reason,
             solver=report.method,
             condition_estimate=report.condition_estimate,
+            noise_level=found,
         )
         if pooling is not None:
             diagnostics.pool_windows = pooling.windows

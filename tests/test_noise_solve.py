@@ -1,0 +1,142 @@
+"""The noise-aware linear solve: noise estimate, discrepancy stop, flat fallback, prediction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import fl_leak
+from fl_leak.attacks.linear.chain import parse_chain
+from fl_leak.attacks.linear.noise import (
+    DISCREPANCY_STOP,
+    FLAT,
+    flat_solution,
+    gradient_mismatch,
+    update_noise_level,
+)
+from fl_leak.errors import FlLeakError
+from fl_leak.metrics import psnr
+from fl_leak.metrics.audit import probe_layers
+from fl_leak.metrics.noise_prediction import layer_spectra, predict_psnr
+from tests.conftest import true_gradients
+
+SHAPE = (3, 10, 10)
+
+
+def _small_model() -> nn.Module:
+    """conv 3->4 k3 p1 tanh, linear 400->10: full rank at batch 1, systems small enough to SVD."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.Tanh(), nn.Flatten(), nn.Linear(400, 10)
+    ).double()
+
+
+def _image(embedded, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = embedded[index]
+    return x[None, :, :10, :10].double(), torch.tensor([y % 10])
+
+
+def _noisy(gradients: list[torch.Tensor], level: float) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        g
+        + level * g.pow(2).mean().sqrt() * torch.randn(g.shape, generator=generator, dtype=g.dtype)
+        for g in gradients
+    ]
+
+
+def _grey(x: torch.Tensor) -> float:
+    return float(psnr(x, x.mean((2, 3), keepdim=True).expand_as(x)))
+
+
+def test_noise_level_of_a_rank_b_gradient_plus_known_noise():
+    generator = torch.Generator().manual_seed(1)
+    d = torch.randn(3, 12, generator=generator, dtype=torch.float64)
+    x = torch.randn(3, 500, generator=generator, dtype=torch.float64)
+    clean = d.T @ x
+    rms = float(clean.pow(2).mean().sqrt())
+    noise = 0.01 * rms * torch.randn(clean.shape, generator=generator, dtype=torch.float64)
+    assert update_noise_level(clean + noise, 3) == pytest.approx(0.01, rel=0.1)
+    assert update_noise_level(clean, 3) < 1e-12
+    assert math.isnan(update_noise_level(clean, 12))  # no complement to read the noise from
+
+
+def test_noisy_update_stops_at_the_discrepancy_and_beats_plain_least_squares(embedded):
+    model = _small_model()
+    x, y = _image(embedded)
+    noisy = _noisy(true_gradients(model, x, y), 1e-2)
+    new = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear")
+    old = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear", noise_aware=False)
+    assert new.layers[0].stop_reason.startswith(DISCREPANCY_STOP)
+    assert new.layers[-1].noise_level == pytest.approx(1e-2, rel=0.2)
+    assert 0 < new.layers[0].noise_level < 1
+    assert math.isnan(old.layers[0].noise_level)
+    assert new.layers[0].iterations < old.layers[0].iterations
+    measured = float(psnr(x, new.inputs.clamp(0, 1)))
+    assert measured > _grey(x) + 10
+    assert measured > float(psnr(x, old.inputs.clamp(0, 1))) - 1.0
+
+
+def test_clean_update_takes_the_plain_exact_solve(embedded):
+    model = _small_model()
+    x, y = _image(embedded)
+    result = fl_leak.reconstruct(model, true_gradients(model, x, y), input_shape=SHAPE)
+    assert result.layers[-1].noise_level < 1e-12
+    assert DISCREPANCY_STOP not in result.layers[0].stop_reason
+    assert float(psnr(x, result.inputs)) > 100
+
+
+def test_lost_walk_falls_back_to_the_flat_image_near_grey(embedded):
+    """lenet's leaky ReLUs amplify noise without bound (inverse slope 100, flipped slopes): the
+    detail the walk finds fits noise (plain least squares: 3.6 dB against the mean-colour image's
+    22.0), and the flat least-squares image is returned instead: its colours are estimates, so it
+    can fall short of the mean-colour image (here by 2.5 dB)."""
+    model = fl_leak.build_model("lenet", seed=0, num_classes=12).double()
+    x, y = embedded[100]
+    x, y = x[None].double(), torch.tensor([y])
+    result = fl_leak.reconstruct(model, _noisy(true_gradients(model, x, y), 1e-2), attack="linear")
+    assert result.layers[0].stop_reason.endswith(FLAT)
+    assert float(psnr(x, result.inputs.clamp(0, 1))) >= _grey(x) - 3.0
+
+
+def test_flat_solution_is_the_dense_least_squares_over_flat_images():
+    system = probe_layers(_small_model(), SHAPE, scaled=True).systems[0]
+    indicators = torch.zeros(3, *system.unknown_shape, dtype=torch.float64)
+    for channel in range(3):
+        indicators[channel, :, channel] = 1
+    columns = system.dense() @ indicators.reshape(3, -1).T
+    expected = torch.linalg.lstsq(columns, system.rhs().unsqueeze(1)).solution.reshape(3)
+    flat = flat_solution(system)
+    assert torch.allclose(flat[0, :, 0, 0], expected, rtol=1e-9, atol=1e-12)
+    assert torch.equal(flat, flat[:, :, :1, :1].expand_as(flat))
+
+
+def test_gradient_mismatch_vanishes_at_the_true_input_only(embedded):
+    model = _small_model()
+    x, y = _image(embedded)
+    chain = parse_chain(model, true_gradients(model, x, y), SHAPE)
+    assert gradient_mismatch(chain, x, y) < 1e-20
+    assert gradient_mismatch(chain, x.flip(-1), y) > 1e-3
+
+
+def test_prediction_matches_a_measured_noisy_attack(embedded):
+    model = _small_model()
+    x, y = _image(embedded)
+    spectra = layer_spectra(model, SHAPE)
+    mean_square = float(x.pow(2).mean())
+    flat_error = float(x.var((2, 3), unbiased=False).mean())
+    gradients = true_gradients(model, x, y)
+    for level in (1e-3, 1e-1):
+        noisy = _noisy(gradients, level)
+        result = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear")
+        measured = float(psnr(x, result.inputs.clamp(0, 1)))
+        predicted = predict_psnr(spectra, level, mean_square, flat_error, 0.3, classes=10)
+        assert abs(predicted - measured) < 3.0, (level, predicted, measured)
+
+
+def test_noise_options_are_checked_before_work():
+    with pytest.raises(FlLeakError, match="discrepancy"):
+        fl_leak.reconstruct(_small_model(), [], input_shape=SHAPE, discrepancy=0.5)
