@@ -1,6 +1,14 @@
 """Matrix-free layer solves against dense solves of the materialised matrix, in the same run.
 
-Three tables:
+Table 0 (``--square-only`` runs it alone): the square, ill-conditioned first layers of cnn2_c5
+and lenet (batch 1, seeded random probe input): the default solve (``method="auto"``: CGLS
+preconditioned by the layer's normal matrix, :mod:`fl_leak.attacks.linear.preconditioner`)
+against plain LSMR (``method="lsmr"``, at the default tolerance 1e-10 and at 1e-14) and against
+torch's dense solve (materialise ``U``, ``torch.linalg.lstsq`` with gels). Each time is the best
+of ``--repeats`` runs; errors are ``||x - x_true|| / ||x_true||`` and ``||x - x_dense|| /
+||x_dense||``; the last columns are dense time over each solve's time.
+
+Then three tables:
 
 1. For large layer systems of the paper's family (batch 1, built at a seeded random input as in
    the audit): LSMR on the matrix-free operator against ``torch.linalg.lstsq`` (default driver
@@ -11,7 +19,7 @@ Three tables:
    matrix would need ~190 GB: matrix-free time and the process's peak resident memory.
 3. ``hybrid`` on cnn3_c1 (rank-deficient) at batch 1: PSNR and seconds over embedded images.
 
-    python benchmarks/bench_solver.py [--skip-numpy] [--quick]
+    python benchmarks/bench_solver.py [--skip-numpy] [--quick] [--square-only] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fl_leak
+from fl_leak.attacks.linear.preconditioner import kernel_reach, setup_flops
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
 from fl_leak.data import load_dataset
 from fl_leak.metrics import psnr
@@ -54,6 +63,63 @@ def _timed(function, *args, **kwargs):
     return value, time.perf_counter() - start
 
 
+SQUARE_LAYERS = [("cnn2_c5", 0), ("lenet", 0)]
+
+
+def _best(repeats: int, function, *args, **kwargs):
+    """The value of the last run and the least seconds over ``repeats`` runs."""
+    seconds = []
+    for _ in range(repeats):
+        value, elapsed = _timed(function, *args, **kwargs)
+        seconds.append(elapsed)
+    return value, min(seconds)
+
+
+def _dense_solve(system):
+    """torch's dense solve: materialise ``U``, then ``torch.linalg.lstsq`` (gels, QR)."""
+    matrix = system.dense()
+    return torch.linalg.lstsq(matrix, system.rhs().reshape(-1, 1), driver="gels").solution
+
+
+def square_layers(repeats: int) -> None:
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"0. square, ill-conditioned layers, torch threads {torch.get_num_threads()}; {load}")
+    print(
+        f"{'model':<8} {'solve':<30} {'seconds':>8} {'iters':>6} {'err truth':>9} "
+        f"{'err dense':>9} {'dense/this':>10}",
+        flush=True,
+    )
+    for name, index in SQUARE_LAYERS:
+        probe = probe_layers(fl_leak.build_model(name, seed=0), (3, 32, 32), 1, scaled=True)
+        system, truth = probe.systems[index], probe.inputs[index]
+        reach = kernel_reach(system)
+        assert reach is not None
+        gflop = setup_flops(system, reach) / 1e9
+        print(f"{name} layer {index}: preconditioner setup {gflop:.1f} GFLOP")
+        with torch_threads():
+            dense, dense_seconds = _best(repeats, _dense_solve, system)
+            runs = [
+                ("auto", SolverOptions()),
+                ("auto, tolerance 1e-14", SolverOptions(tolerance=1e-14)),
+                ("cgls", SolverOptions(method="cgls")),
+                ("lsmr", SolverOptions(method="lsmr")),
+                ("lsmr, tolerance 1e-14", SolverOptions(method="lsmr", tolerance=1e-14)),
+            ]
+            for label, options in runs:
+                (x, report), seconds = _best(repeats, solve_layer, system, options)
+                print(
+                    f"{name:<8} {f'{label}: {report.method}':<30} {seconds:>8.3f} "
+                    f"{report.iterations:>6} {_relative_error(x, truth):>9.1e} "
+                    f"{_relative_error(x, dense):>9.1e} {dense_seconds / seconds:>10.1f}",
+                    flush=True,
+                )
+        print(
+            f"{name:<8} {'dense: materialise + gels':<30} {dense_seconds:>8.3f} {'-':>6} "
+            f"{_relative_error(dense, truth):>9.1e} {0.0:>9.1e} {1.0:>10.1f}",
+            flush=True,
+        )
+
+
 def dense_versus_matrix_free(layers, with_numpy: bool) -> None:
     print("1. layer systems: matrix-free LSMR against dense least squares (times in seconds)")
     header = (
@@ -66,7 +132,7 @@ def dense_versus_matrix_free(layers, with_numpy: bool) -> None:
         probe = probe_layers(fl_leak.build_model(name, seed=0), (3, 32, 32), 1, scaled=True)
         system, truth = probe.systems[index], probe.inputs[index]
         with torch_threads():  # as the attacks run it
-            (x, _), lsmr_seconds = _timed(solve_layer, system, SolverOptions())
+            (x, _), lsmr_seconds = _timed(solve_layer, system, SolverOptions(method="lsmr"))
         matrix, build_seconds = _timed(system.dense)
         rhs = system.rhs().reshape(-1, 1)
         gelsy, gelsy_seconds = _timed(torch.linalg.lstsq, matrix, rhs)
@@ -158,6 +224,8 @@ def main() -> None:
     parser.add_argument("--skip-numpy", action="store_true", help="skip np.linalg.lstsq (slow)")
     parser.add_argument("--quick", action="store_true", help="two layers, two images")
     parser.add_argument("--large-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--square-only", action="store_true", help="table 0 alone")
+    parser.add_argument("--repeats", type=int, default=3, help="table 0: best of this many runs")
     parser.add_argument(
         "--hybrid-iterations", type=int, default=1000, help="hybrid's correction iterations"
     )
@@ -165,6 +233,10 @@ def main() -> None:
     if args.large_only:
         large_input_system()
         return
+    square_layers(args.repeats)
+    if args.square_only:
+        return
+    print()
     dense_versus_matrix_free(LAYERS[:2] if args.quick else LAYERS, not args.skip_numpy)
     print("\n2. 3x224x224 first-layer system (conv 3->12 k4 s2 p2), matrix-free", flush=True)
     subprocess.run([sys.executable, __file__, "--large-only"], check=True)

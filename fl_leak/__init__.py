@@ -25,6 +25,7 @@ _EXPORTS = {
     "list_attacks": "fl_leak.attacks",
     "list_models": "fl_leak.models",
     "reconstruct": "fl_leak.attacks",
+    "recover_labels": "fl_leak.attacks.label_recovery",
 }
 
 __all__ = [
@@ -37,10 +38,12 @@ __all__ = [
     "list_attacks",
     "list_models",
     "reconstruct",
+    "recover_labels",
 ]
 
 if TYPE_CHECKING:
     from fl_leak.attacks import LayerDiagnostics, Reconstruction, list_attacks, reconstruct
+    from fl_leak.attacks.label_recovery import recover_labels
     from fl_leak.metrics.audit import AuditReport, audit
     from fl_leak.models import build_model, list_models
 

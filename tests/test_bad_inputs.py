@@ -24,7 +24,7 @@ def _gradients(model):
     "layer,name",
     [
         (nn.BatchNorm2d(4), "BatchNorm2d"),
-        (nn.MaxPool2d(2), "MaxPool2d"),
+        (nn.Upsample(scale_factor=2), "Upsample"),
         (nn.Dropout(0.5), "Dropout"),
     ],
 )

@@ -101,7 +101,7 @@ def test_ig_batch_with_recovered_labels_is_matched(embedded):
     scores = score_batch(x, rec.inputs.double().clamp(0, 1))
 
     assert sorted(rec.labels.tolist()) == sorted(y.tolist())
-    assert "recovered from the last layer's bias gradient" in rec.notes[1]
+    assert "recovered from the last layer's gradients" in rec.notes[1]
     assert scores.mean_psnr >= 25.0, scores.psnr.tolist()
 
 

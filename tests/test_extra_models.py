@@ -1,4 +1,5 @@
-"""The networks beyond the linear attack's reach: ResNet-style, max pooling, Flower's quickstart."""
+"""The extra networks: ResNet-style (beyond the linear attack's reach), max pooling, Flower's
+quickstart."""
 
 from __future__ import annotations
 
@@ -60,13 +61,18 @@ def test_flower_cnn_adapts_to_grey_28x28_inputs():
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize(
-    "name,layer", [("resnet_small", "BatchNorm2d"), ("maxpool_cnn", "MaxPool2d")]
-)
-def test_linear_attack_and_audit_refuse_them_by_name(name, layer):
-    model = fl_leak.build_model(name, seed=0)
+def test_linear_attack_and_audit_refuse_resnet_small_by_name():
+    model = fl_leak.build_model("resnet_small", seed=0)  # BatchNorm in training mode
     x, y = torch.rand(1, 3, 32, 32), torch.tensor([1])
-    with pytest.raises(UnsupportedLayerError, match=rf"\({layer}\).*attack='ig'"):
+    with pytest.raises(UnsupportedLayerError, match=r"\(BatchNorm2d\).*attack='ig'"):
         fl_leak.reconstruct(model, true_gradients(model, x, y), attack="linear")
-    with pytest.raises(UnsupportedLayerError, match=layer):
+    with pytest.raises(UnsupportedLayerError, match="BatchNorm2d"):
+        audit(model)
+
+
+def test_resnet_small_in_evaluation_mode_is_refused_for_its_skip_connections():
+    model = fl_leak.build_model("resnet_small", seed=0).eval()
+    with pytest.raises(
+        UnsupportedLayerError, match=r"layer .blocks.1.shortcut.0. \(Conv2d\).*skip connections"
+    ):
         audit(model)

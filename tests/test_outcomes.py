@@ -29,7 +29,10 @@ def fl_leak(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     [
         ("+attack.options.tolerence=1e-8", "unknown option 'tolerence' for attack 'linear'"),
         ("attack=hybrid +attack.options.correct=sometimes", "correct must be one of"),
-        ("model=flower_cnn", "layer '2' (MaxPool2d) is not supported by the linear-system attack"),
+        (
+            "model=resnet_small",
+            "layer 'stem.1' (BatchNorm2d) is not supported by the linear-system attack",
+        ),
         ("+fl.num_client=4", "unknown settings: fl.num_client"),
         ("+seeed=3", "unknown settings: seeed"),
         ("data=cifar10", "data.download=true"),

@@ -29,9 +29,10 @@ def tiny(input_shape, num_classes, width=4):
     )
 
 
-def pooled(num_classes):
+def normed(num_classes):
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(900, num_classes)
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3600, num_classes),
     )
 """
 MODEL_YAML = """# @package _global_
@@ -49,7 +50,7 @@ def user_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     models = tmp_path / "configs" / "model"
     models.mkdir(parents=True)
     (models / "my_tiny.yaml").write_text(MODEL_YAML.format(function="tiny", name="my_tiny"))
-    (models / "my_pooled.yaml").write_text(MODEL_YAML.format(function="pooled", name="pooled"))
+    (models / "my_normed.yaml").write_text(MODEL_YAML.format(function="normed", name="normed"))
     pythonpath = os.pathsep.join(
         filter(None, [str(tmp_path / "code"), os.environ.get("PYTHONPATH")])
     )
@@ -105,7 +106,7 @@ def test_an_unsupported_layer_of_the_users_network_is_named_before_the_run(
 ) -> None:
     configs, environment = user_setup
     result = subprocess.run(
-        _command("fl_leak.cli.main", configs, "model=my_pooled", f"hydra.run.dir={tmp_path / 'r'}"),
+        _command("fl_leak.cli.main", configs, "model=my_normed", f"hydra.run.dir={tmp_path / 'r'}"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -113,8 +114,9 @@ def test_an_unsupported_layer_of_the_users_network_is_named_before_the_run(
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "attack='linear' cannot attack model='pooled'" in result.stderr
-    assert "(MaxPool2d)" in result.stderr and "attack='ig'" in result.stderr
+    assert "attack='linear' cannot attack model='normed'" in result.stderr
+    assert "(BatchNorm2d)" in result.stderr and "training mode" in result.stderr
+    assert "attack='ig'" in result.stderr
 
 
 def test_target_mappings_build_seeded_with_the_data_sets_shape() -> None:

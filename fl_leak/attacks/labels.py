@@ -1,21 +1,40 @@
-"""Labels of a batch from the last layer's bias gradient.
+"""Labels of a batch from the last layer's gradients.
 
-For the batch-mean cross-entropy the last layer's bias gradient is
-``g_j = sum_b s'(z_bj) (p_bj - [y_b = j]) / B``. With a final activation whose derivative is
-positive (identity, tanh, sigmoid):
+For the batch-mean cross-entropy on ``s(z)``, ``z = W x + b`` (final activation ``s`` with a
+positive derivative: identity, tanh, sigmoid), the bias gradient is
+``g_j = sum_b s'(z_bj) (p_bj - [y_b = j]) / B`` and the weight gradient is
+``G = sum_b d_b x_b^T / B`` with ``d_b = s'(z_b) (p_b - e_{y_b})``.
 
-* one sample: the only negative entry of ``g`` is its label;
-* a batch: every class with ``g_j < 0`` is present. Counts follow the idea of iLRG
-  (Ma et al., 2023) for untrained networks, whose softmax outputs vary little between samples:
-  an absent class has ``g_j = mean_b p_bj``, which estimates the mean probability ``p`` a class
-  receives, and a present class has ``n_j = B (p - g_j)``. The counts are rounded by largest
-  remainders to sum to ``B``, keeping at least one sample of every class with ``g_j < 0``.
+* One sample: the only negative entry of ``g`` is its label.
+* A batch: every class with ``g_j < 0`` is present, and ``n_j = B (s'_j p_j - g_j) / s'_j`` with
+  ``p_j`` the mean softmax probability of class ``j`` over the batch. On untrained networks the
+  outputs vary little between samples, so ``p`` and ``s'`` are nearly those of the batch's mean
+  embedding ``x``, which the weight gradient gives (the idea of iLRG, Ma et al., ICLR 2023): row
+  ``j`` of ``G`` is ``g_j x`` plus the deviation of class ``j``'s samples from the mean, so
+  ``x`` is the least-squares fit of ``G_j ~ g_j x``, each row weighted by ``1 / (n_j + 1/2)^2``
+  (absent and rare classes, whose rows deviate least, count most). Counts and fit are iterated
+  from the bias-only estimate (:func:`estimate_label_counts`) until the counts repeat; then again
+  with each present class's own mean embedding, read from its row's deviation from ``g_j x``
+  (iLRG's per-class embeddings), for networks whose outputs differ between classes.
+
+The bias-only estimate treats every class's mean probability as the mean ``g_j`` of the absent
+classes; it needs classes absent from the batch and is kept as the baseline.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from fl_leak.attacks.linear.last_layer import LastLayer
+
+# A class's row weight is 1 / (n_j + PRIOR)^2: finite for absent classes.
+PRIOR = 0.5
+# Rounds of (fit the mean embedding, re-count) at most; the counts usually settle in 2-3.
+ROUNDS = 10
 
 
 def round_counts(raw: Tensor, present: Tensor, batch_size: int) -> Tensor:
@@ -45,16 +64,74 @@ def estimate_label_counts(bias_gradient: Tensor, batch_size: int) -> Tensor:
     return round_counts(raw, g < 0, batch_size)
 
 
+def class_embeddings(
+    weight_gradient: Tensor, bias_gradient: Tensor, counts: Tensor, per_class: bool
+) -> Tensor | None:
+    """Each class's mean embedding (one row per class) implied by the gradients and ``counts``.
+
+    The batch's mean ``x`` is the weighted least-squares fit of ``G_j ~ g_j x``; with
+    ``per_class``, a present class's own mean is ``x - B (G_j - g_j x) / n_j`` (row ``j`` of
+    ``B (G - g x^T)`` is ``-n_j`` times its samples' deviation from ``x``, less their small
+    probabilities' share), an absent one's stays ``x``. None when ``g`` is zero.
+    """
+    g, G = bias_gradient, weight_gradient
+    weights = g / (counts + PRIOR) ** 2
+    norm = float(weights @ g)
+    if norm <= 0:
+        return None
+    mean = G.T @ weights / norm
+    embeddings = mean.expand(g.numel(), -1).clone()
+    if per_class:
+        present = counts > 0
+        deviation = G[present] - g[present, None] * mean
+        embeddings[present] -= int(counts.sum()) * deviation / counts[present, None]
+    return embeddings
+
+
+def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
+    """Per-class sample counts (summing to ``batch_size``) from the last layer's weight and bias
+    gradients and its weights (module docstring).
+
+    From class ``k``'s mean embedding, its samples' outputs ``y_k``, slopes ``s'_k`` and
+    probabilities ``q_k``: ``B g_i = sum_k n_k s'_ki q_ki - n_i s'_ii``, iterated for ``n_i``.
+    A first stage gives every class the batch's mean embedding, a second its own
+    (:func:`class_embeddings`), which helps once the network has trained.
+    """
+    g = layer.bias_gradient.detach().double().cpu()
+    G = layer.weight_gradient.detach().double().cpu()
+    W = layer.weight.detach().double().cpu()
+    b = layer.bias.detach().double().cpu()
+    counts = estimate_label_counts(g, batch_size)
+    for per_class in (False, True):
+        for _ in range(ROUNDS):
+            embeddings = class_embeddings(G, g, counts.double(), per_class)
+            if embeddings is None:  # a zero bias gradient: nothing to fit
+                return counts
+            outputs = layer.activation.forward(embeddings @ W.T + b)
+            slope = layer.activation.derivative(outputs).clamp_min(torch.finfo(g.dtype).tiny)
+            probabilities = torch.softmax(outputs, dim=1)
+            share = (counts[:, None] * slope * probabilities).sum(0)
+            raw = (share - batch_size * g) / torch.diagonal(slope)
+            # a saturated output's tiny slope can make raw huge (or NaN): no class has more than B
+            raw = raw.nan_to_num(0.0).clamp(0, batch_size)
+            updated = round_counts(raw, g < 0, batch_size)
+            if torch.equal(updated, counts):
+                break
+            counts = updated
+    return counts
+
+
 def labels_from_counts(counts: Tensor) -> Tensor:
     """The sorted label list with ``counts[j]`` copies of class ``j``."""
     return torch.repeat_interleave(torch.arange(counts.numel()), counts.cpu())
 
 
-def recover_labels(bias_gradient: Tensor, batch_size: int) -> Tensor:
-    """Labels of a batch (sorted) from the last layer's bias gradient ``g``.
+def batch_labels(layer: LastLayer, batch_size: int) -> Tensor:
+    """Labels of a batch (sorted, on the CPU) from the last layer and its gradients.
 
-    For ``batch_size == 1`` the label is the index of the most negative entry of ``g``.
+    For ``batch_size == 1`` the label is the index of the most negative entry of the bias
+    gradient; for a batch, :func:`counts_from_weight_gradient`.
     """
     if batch_size == 1:
-        return torch.argmin(bias_gradient).reshape(1).to(torch.long).cpu()
-    return labels_from_counts(estimate_label_counts(bias_gradient, batch_size))
+        return torch.argmin(layer.bias_gradient).reshape(1).to(torch.long).cpu()
+    return labels_from_counts(counts_from_weight_gradient(layer, batch_size))

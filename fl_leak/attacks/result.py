@@ -15,7 +15,8 @@ class LayerDiagnostics:
     ``deficiency_bound`` is a structural lower bound on the rank deficiency (unknowns minus
     equations, with one dependency per output channel); ``rank`` and ``deficiency`` are filled where
     the numerical rank was computed (the audit). ``near_kink`` counts the layer's reconstructed
-    (leaky) ReLU outputs so close to the kink that rounding decides their side.
+    (leaky) ReLU outputs so close to the kink that rounding decides their side. ``pool_*`` describe
+    how a max-pooling block's positions were settled (:mod:`fl_leak.attacks.linear.pooling`).
     """
 
     index: int
@@ -30,12 +31,18 @@ class LayerDiagnostics:
     residual: float = float("nan")
     iterations: int = 0
     stop_reason: str = ""
+    solver: str = ""  # the method of the layer's solve ("LSMR", "preconditioned CGLS", ...)
     condition_estimate: float = float("nan")
     seconds: float = 0.0
     corrected: bool = False
     near_kink: int = 0
     rank: int | None = None
     deficiency: int | None = None
+    # a block that max-pools: windows that constrain the solve, those whose maximum the solution
+    # reproduces at the chosen position, and the solves run to settle the positions
+    pool_windows: int = 0
+    pool_consistent: int = 0
+    pool_rounds: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

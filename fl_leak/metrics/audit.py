@@ -218,7 +218,7 @@ def probe_layers(
         z = block.operator.add_bias(block.operator.forward(activations[-1]))
         z.retain_grad()
         pre_activations.append(z)
-        activations.append(block.activation.forward(z))
+        activations.append(block.output(z))
     F.cross_entropy(activations[-1], labels).backward()
     systems = []
     for index, block in enumerate(chain.blocks[:-1]):
@@ -231,7 +231,7 @@ def probe_layers(
                 output_gradient=z.grad.detach(),
                 observed_gradient=block.weight_gradient,
                 target=(z - bias).detach(),
-                valid=block.activation.inverse(activations[index + 1].detach()).valid,
+                valid=block.valid_rows(z.detach()),
                 scaled=scaled,
             )
         )

@@ -1,7 +1,9 @@
-"""Networks outside the linear attack's reach: residual blocks with BatchNorm, max pooling.
+"""Networks beyond the paper's family: residual blocks with BatchNorm, max pooling.
 
-They are what the optimisation attacks (``ig``, ``dlg``) are for; the linear attack and the audit
-refuse them with an error naming the first layer they cannot express.
+``resnet_small`` is what the optimisation attacks (``ig``, ``dlg``) are for: the linear attack and
+the audit refuse it, naming its BatchNorm (in training mode) or, in evaluation mode, its skip
+connections. The max-pooling networks are taken by the linear attack, which estimates the
+positions of the maxima (docs/attack.md).
 
 - ``resnet_small``: a 3x3 stem and three residual blocks (16, 32, 64 channels, the last two with
   stride 2), each conv followed by BatchNorm, global average pooling, one Linear layer.

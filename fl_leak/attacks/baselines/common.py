@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_leak.attacks.labels import recover_labels
+from fl_leak.attacks.label_recovery import recover_labels
 from fl_leak.attacks.linear.chain import check_gradients, check_input_shape
 from fl_leak.attacks.result import Reconstruction, RestartDiagnostics
 from fl_leak.errors import FlLeakError
@@ -66,8 +66,8 @@ class MatchingOptions:
     restarts : int
         Independent random starts; the one with the lowest final objective is returned.
     label_strategy : {"recover", "joint"}
-        Without given labels: ``"recover"`` takes them from the last layer's bias gradient
-        (:func:`fl_leak.attacks.labels.recover_labels`); ``"joint"`` optimises soft labels
+        Without given labels: ``"recover"`` takes them from the last layer's gradients
+        (:func:`fl_leak.recover_labels`); ``"joint"`` optimises soft labels
         alongside the inputs and returns their argmax.
     input_range : (float, float) or None
         Box the inputs are projected into after each step; ``None`` leaves them free.
@@ -186,8 +186,8 @@ def prepare_problem(
             raise FlLeakError(f"got {labels.numel()} labels for batch_size={batch_size}")
         source = "given"
     elif options.label_strategy == "recover":
-        labels = recover_labels(output_bias_gradient(model, gradients, num_classes), batch_size)
-        source = "recovered from the last layer's bias gradient"
+        labels = recover_labels(model, gradients, batch_size)
+        source = "recovered from the last layer's gradients"
     else:
         source = "optimised jointly (argmax of the soft labels)"
     return MatchingProblem(
@@ -204,22 +204,6 @@ def prepare_problem(
 def _dtype_of(model: nn.Module) -> torch.dtype:
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
-
-
-def output_bias_gradient(model: nn.Module, gradients: Sequence[Tensor], num_classes: int) -> Tensor:
-    """The gradient of the bias of the last ``nn.Linear`` with ``num_classes`` outputs."""
-    heads = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.Linear) and m.out_features == num_classes and m.bias is not None
-    ]
-    if not heads:
-        raise FlLeakError(
-            f"label recovery needs a final nn.Linear with {num_classes} outputs and a bias; "
-            "pass labels= or label_strategy='joint'"
-        )
-    position = {id(p): k for k, p in enumerate(model.parameters())}
-    return gradients[position[id(heads[-1].bias)]]
 
 
 @dataclass

@@ -8,15 +8,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fl_leak.attacks.labels import recover_labels
+from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
-from fl_leak.attacks.linear.solver import SolverOptions
+from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
 from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction
 from fl_leak.errors import FlLeakError
-from fl_leak.options import check_positive, check_positive_int, torch_device, torch_dtype
+from fl_leak.options import (
+    check_non_negative_int,
+    check_one_of,
+    check_positive,
+    check_positive_int,
+    torch_device,
+    torch_dtype,
+)
 from fl_leak.threads import DEFAULT_THREADS, check_threads
 
 
@@ -30,7 +37,11 @@ class LinearOptions(SolverOptions):
     tolerance : float
         LSMR's ``atol`` and ``btol`` (> 0).
     max_iterations : int
-        LSMR's iteration limit per layer (>= 1).
+        The solver's iteration limit per layer (>= 1).
+    method : "auto", "lsmr" or "cgls"
+        The layer solver (:class:`~fl_leak.attacks.linear.solver.SolverOptions`): "auto" uses CGLS
+        preconditioned by the layer's normal matrix where that applies and is cheap (full-rank
+        convolution layers), LSMR elsewhere.
     threads : int or None
         Torch intra-op threads for the whole attack (>= 1; :mod:`fl_leak.threads`); None keeps
         torch's setting.
@@ -38,15 +49,26 @@ class LinearOptions(SolverOptions):
         Precision of the walk.
     device : str or torch.device
         Where the walk runs.
+    pool_rounds : int
+        Solves per start of a max-pooling layer to settle the positions of its maxima (>= 1;
+        :mod:`~fl_leak.attacks.linear.pooling`).
+    pool_restarts : int
+        Further starts from seeded random positions where the first ends at a residual
+        (>= 0).
     """
 
     threads: int | None = DEFAULT_THREADS
     dtype: str | torch.dtype = "float64"
     device: str | torch.device = "cpu"
+    pool_rounds: int = 20
+    pool_restarts: int = 3
 
     def __post_init__(self) -> None:
         check_positive("tolerance", self.tolerance)
         check_positive_int("max_iterations", self.max_iterations)
+        check_one_of("method", self.method, SOLVE_METHODS)
+        check_positive_int("pool_rounds", self.pool_rounds)
+        check_non_negative_int("pool_restarts", self.pool_restarts)
         check_threads(self.threads)
         torch_dtype(self.dtype)
         torch_device(self.device)
@@ -70,8 +92,7 @@ def prepare(
         if labels.numel() != batch_size:
             raise FlLeakError(f"got {labels.numel()} labels for batch_size={batch_size}")
         return chain, labels, False
-    assert chain.last.bias_gradient is not None
-    return chain, recover_labels(chain.last.bias_gradient, batch_size).cpu(), True
+    return chain, batch_labels(last_layer_of(chain), batch_size), True
 
 
 def run_walk(
@@ -96,7 +117,7 @@ def run_walk(
     last = None
     if recovered and batch_size > 1:
         last, labels = solve_last_layer_and_labels(last_layer_of(chain), labels)
-    result = walk(chain, labels, options, last_solution=last)
+    result = walk(chain, labels, options, last, options.pool_rounds, options.pool_restarts)
     return chain, result, labels, recovered
 
 
@@ -118,9 +139,10 @@ def linear_attack(
 ) -> Reconstruction:
     """Solve each layer's stacked system in the least-squares sense, from the output layer down.
 
-    Options: the fields of :class:`LinearOptions`: ``tolerance`` (LSMR's atol and btol, default
-    1e-10), ``max_iterations`` (20,000), ``threads`` (torch threads for the whole attack, 1;
-    None keeps torch's setting), ``dtype`` (float64), ``device`` ("cpu").
+    Options: the fields of :class:`LinearOptions`: ``tolerance`` (the solver's atol and btol,
+    default 1e-10), ``max_iterations`` (20,000), ``method`` ("auto"), ``threads`` (torch
+    threads for the whole attack, 1; None keeps torch's setting), ``dtype`` (float64),
+    ``device`` ("cpu"), ``pool_rounds`` (20), ``pool_restarts`` (3).
     """
     _, result, labels, recovered = run_walk(
         model, gradients, input_shape, batch_size, labels, options

@@ -1,15 +1,19 @@
 """Read a model as the chain of blocks ``x_{l+1} = s_l(A_l x_l + b_l)`` that the attack solves.
 
 Parameter-free linear layers (flatten, average pooling) are folded into the weight layer after
-them; anything else that is not a weight layer or a supported activation is refused with an error
-naming the layer. A model that is not an ``nn.Sequential`` is accepted when its leaf modules, run in
-registration order, reproduce its output (checked on a random input).
+them; a per-channel affine layer (batch normalisation in evaluation mode) right after a weight
+layer is folded into it, gradients included; max pooling right after a block's weight layer or
+activation becomes that block's output stage. Anything else that is not a weight layer or a
+supported activation is refused with an error naming the layer. A model that is not an
+``nn.Sequential`` is accepted when its leaf modules, run in registration order, reproduce its
+output (checked on a random input).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +27,15 @@ from fl_leak.attacks.linear.activations import (
     supported_activation_names,
 )
 from fl_leak.attacks.linear.layers import (
+    ChannelAffine,
     Folded,
     LinearMap,
+    Selection,
     WeightOperator,
+    channel_affine_for,
     layer_kind,
     linear_map_for,
+    selection_for,
     supported_layer_names,
     weight_operator_for,
 )
@@ -42,7 +50,8 @@ from fl_leak.errors import (
 
 @dataclass
 class Block:
-    """One weight layer (with the parameter-free maps folded in before it) and its activation.
+    """One weight layer (with the parameter-free maps folded in before it), its activation and,
+    where the block pools, its max pooling (output ``pool(s(z))``).
 
     ``kind`` is the name its layer type is registered under (``conv2d``, ``linear``, ...).
     """
@@ -54,11 +63,26 @@ class Block:
     activation: Activation
     weight_gradient: Tensor
     bias_gradient: Tensor | None
+    pool: Selection | None = None
 
     @property
     def core(self) -> WeightOperator:
         """The weight layer's own operator, without the maps folded in before it."""
         return self.operator.core if isinstance(self.operator, Folded) else self.operator
+
+    def output(self, z: Tensor) -> Tensor:
+        """The block's output from its pre-activation ``z``: ``s(z)``, pooled where it pools."""
+        y = self.activation.forward(z)
+        return self.pool.apply(y) if self.pool else y
+
+    def valid_rows(self, z: Tensor) -> Tensor:
+        """Forward rows usable at pre-activation ``z``: invertible activation outputs, and where
+        the block pools, only at each window's maximum (positions read from ``z``)."""
+        valid = self.activation.inverse(self.output(z)).valid
+        if self.pool is None:
+            return valid
+        positions = self.pool.positions(z)
+        return self.pool.scatter(valid.to(z.dtype), positions) > 0
 
 
 @dataclass
@@ -131,6 +155,9 @@ def parse_chain(
     device: torch.device | str = "cpu",
 ) -> Chain:
     """Validate ``model``, ``gradients`` and ``input_shape``, and build the chain of blocks."""
+    for path, module in _leaves(model):  # before any forward pass, which would update them
+        with _named(path, module):
+            channel_affine_for(module)
     check_input_shape(model, input_shape)
     gradients = check_gradients(model, gradients)
     grad_of = {id(p): g for p, g in zip(model.parameters(), gradients, strict=True)}
@@ -149,10 +176,35 @@ def parse_chain(
     def close(activation: Activation) -> None:
         nonlocal open_block
         assert open_block is not None
+        open_block.pop("affine", None)
         blocks.append(Block(activation=activation, **open_block))
         open_block = None
 
     for path, module in leaves:
+        with _named(path, module):
+            affine = channel_affine_for(module)
+            selection = selection_for(module, pending[-1].out_shape if pending else shape)
+        if affine is not None:
+            if open_block is None or open_block.get("affine") or open_block.get("pool"):
+                raise UnsupportedLayerError(
+                    path, module, "batch normalisation must follow a weight layer directly"
+                )
+            _fold_affine(open_block, affine, module, grad_of, cast)
+            continue
+        if selection is not None:
+            if not pending and open_block is not None and "pool" not in open_block:
+                open_block["pool"] = selection
+            elif not pending and open_block is None and blocks and blocks[-1].pool is None:
+                blocks[-1].pool = selection
+            else:
+                raise UnsupportedLayerError(
+                    path,
+                    module,
+                    "max pooling must follow a weight layer or its activation directly (not the "
+                    "model's input, another pooling or a linear map)",
+                )
+            shape = selection.out_shape
+            continue
         weight = getattr(module, "weight", None)
         if isinstance(weight, nn.Parameter):
             if open_block is not None:
@@ -160,15 +212,13 @@ def parse_chain(
             bias = getattr(module, "bias", None)
             bias_param = bias if isinstance(bias, nn.Parameter) else None
             in_shape = pending[-1].out_shape if pending else shape
-            try:
+            with _named(path, module):
                 core = weight_operator_for(
                     module,
                     in_shape,
                     cast(weight),
                     cast(bias_param) if bias_param is not None else None,
                 )
-            except UnsupportedLayerError as error:
-                raise UnsupportedLayerError(path, module, str(error).split(": ", 1)[-1]) from None
             if core is None:
                 raise UnsupportedLayerError(path, module, _supported())
             operator = Folded(pending, core) if pending else core
@@ -209,6 +259,45 @@ def parse_chain(
     return chain
 
 
+@contextmanager
+def _named(path: str, module: nn.Module) -> Iterator[None]:
+    """Re-raise an adapter's ``UnsupportedLayerError`` with the layer's path in the model; a
+    layer that cannot take the output of the layers before it is not part of a chain."""
+    try:
+        yield
+    except UnsupportedLayerError as error:
+        raise UnsupportedLayerError(path, module, str(error).split(": ", 1)[-1]) from None
+    except RuntimeError as error:
+        raise UnsupportedLayerError(
+            path,
+            module,
+            "it does not take the output of the layers registered before it (skip connections, "
+            f"reuse, or functional ops): {str(error).splitlines()[0]}",
+        ) from None
+
+
+def _fold_affine(
+    block: dict[str, Any],
+    affine: ChannelAffine,
+    module: nn.Module,
+    grad_of: dict[int, Tensor],
+    cast: Callable[[Tensor], Tensor],
+) -> None:
+    """Fold ``scale * z + shift`` into the open block's weight layer, and its gradients."""
+    operator: WeightOperator = block["operator"]
+    scale, shift = (cast(t) for t in affine.scale_and_shift())
+    rows = scale.reshape(-1, *([1] * (operator.weight.dim() - 1)))
+    bias = operator.bias if operator.bias is not None else torch.zeros_like(shift)
+    block["operator"] = operator.with_weight(operator.weight * rows).with_bias(scale * bias + shift)
+    block["weight_gradient"] = block["weight_gradient"] / rows
+    beta = getattr(module, "bias", None)
+    if block["bias_gradient"] is not None:
+        block["bias_gradient"] = block["bias_gradient"] / scale
+    elif isinstance(beta, nn.Parameter):
+        block["bias_gradient"] = cast(grad_of[id(beta)])
+    block["affine"] = True
+
+
 def _supported() -> str:
     return (
         "supported layers: " + ", ".join(supported_layer_names()) + " and element-wise "
@@ -228,6 +317,8 @@ def _check_ends(
             blocks[-1].path, pending[-1], "a linear map after the last weight layer"
         )
     last = blocks[-1]
+    if last.pool is not None:
+        raise UnsupportedLayerError(last.path, last.operator, "max pooling after the last layer")
     if not isinstance(last.core, FullyConnectedOperator) or last.bias_gradient is None:
         raise UnsupportedLayerError(
             last.path, last.operator, "the last weight layer must be an nn.Linear with bias"

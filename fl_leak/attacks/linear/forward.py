@@ -16,7 +16,7 @@ def block_outputs(blocks: Sequence[Block], x: Tensor) -> list[Tensor]:
     outputs = [x]
     for block in blocks:
         z = block.operator.add_bias(block.operator.forward(outputs[-1]))
-        outputs.append(block.activation.forward(z))
+        outputs.append(block.output(z))
     return outputs
 
 
@@ -25,7 +25,7 @@ def chain_gradients(
 ) -> list[Tensor]:
     """Gradients of the batch-mean cross-entropy w.r.t. each block's weight (and bias).
 
-    Returned in the order weight, bias (where present), block by block, matching
+    Returned in the order weight, bias (where its gradient is observed), block by block, matching
     :func:`observed_gradients`.
     """
     parameters: list[Tensor] = []
@@ -35,10 +35,11 @@ def chain_gradients(
         parameters.append(weight)
         z = block.operator.with_weight(weight).forward(out)
         if block.operator.bias is not None:
-            bias = block.operator.bias.detach().requires_grad_(True)
-            parameters.append(bias)
+            bias = block.operator.bias.detach().requires_grad_(block.bias_gradient is not None)
+            if block.bias_gradient is not None:
+                parameters.append(bias)
             z = z + bias.reshape(-1, *([1] * (z.dim() - 2)))
-        out = block.activation.forward(z)
+        out = block.output(z)
     loss = F.cross_entropy(out, labels.to(out.device))
     return list(torch.autograd.grad(loss, parameters, create_graph=create_graph))
 
@@ -48,7 +49,6 @@ def observed_gradients(blocks: Sequence[Block]) -> list[Tensor]:
     observed: list[Tensor] = []
     for block in blocks:
         observed.append(block.weight_gradient)
-        if block.operator.bias is not None:
-            assert block.bias_gradient is not None
+        if block.operator.bias is not None and block.bias_gradient is not None:
             observed.append(block.bias_gradient)
     return observed

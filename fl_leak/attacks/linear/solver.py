@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from scipy.sparse.linalg import lsmr, svds
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from fl_leak.attacks.linear.preconditioner import torch_solve
 from fl_leak.attacks.linear.system import LayerSystem
 
 LSMR_STOP_REASONS = {
@@ -32,13 +33,23 @@ class SolveReport:
     iterations: int
     stop_reason: str
     residual: float  # ||U x - V|| / ||V|| on the scaled system
-    condition_estimate: float  # LSMR's running estimate of cond(U)
+    condition_estimate: float  # LSMR's running estimate of cond(U); nan for CGLS
     seconds: float
+    method: str = "LSMR"  # or "preconditioned CGLS", "CGLS" (fl_leak.attacks.linear.cgls)
+
+
+SOLVE_METHODS = ("auto", "lsmr", "cgls")
 
 
 @dataclass(frozen=True)
 class SolverOptions:
-    """LSMR settings: ``tolerance`` is used as both ``atol`` and ``btol``.
+    """Solver settings: ``tolerance`` is used as both ``atol`` and ``btol``.
+
+    ``method``: "auto" solves a full-rank convolution layer by CGLS preconditioned with its
+    normal matrix (:mod:`fl_leak.attacks.linear.preconditioner`) where that applies and is cheap
+    enough, and every other system by scipy's LSMR; "lsmr" always uses LSMR; "cgls" always uses
+    the torch-native CGLS, preconditioned wherever the preconditioner applies whatever its setup
+    cost (no host round trips on a GPU, where that setup is cheap).
 
     Torch's thread count is not set here: the attack or audit that runs the solve sets it for its
     whole call (the ``threads`` option, :mod:`fl_leak.threads`). LSMR's own vector updates always
@@ -47,6 +58,7 @@ class SolverOptions:
 
     tolerance: float = 1e-10
     max_iterations: int = 20_000
+    method: str = "auto"
 
 
 def solve_layer(
@@ -57,6 +69,9 @@ def solve_layer(
 ) -> tuple[Tensor, SolveReport]:
     """Minimum-norm least-squares solution of ``system`` and a report of the solve.
 
+    The method follows ``options.method`` (:class:`SolverOptions`); a damped solve always uses
+    LSMR.
+
     numpy's BLAS is held to one thread: LSMR's vector updates are small, and a multi-threaded
     BLAS pool spinning between torch's multi-threaded convolutions makes each iteration tens of
     times slower (measured: 3x224x224 system, 2 torch threads, 15 s against several minutes).
@@ -64,6 +79,21 @@ def solve_layer(
     (``lambda``) solves ``min ||U x - V||^2 + lambda^2 ||x||^2`` instead (Tikhonov).
     """
     start = time.perf_counter()
+    if damp == 0 and options.method != "lsmr":
+        target = (system.rhs() if rhs is None else rhs).detach()
+        solved = torch_solve(
+            system, target, options.tolerance, options.max_iterations, options.method == "auto"
+        )
+        if solved is not None:
+            x = solved.result.solution
+            return x, SolveReport(
+                iterations=solved.result.iterations,
+                stop_reason=LSMR_STOP_REASONS[solved.result.stop_code],
+                residual=system.relative_residual(x),
+                condition_estimate=float("nan"),
+                seconds=time.perf_counter() - start,
+                method=solved.method,
+            )
     operator = system.as_scipy()
     vector = (system.rhs() if rhs is None else rhs).detach().cpu().double().numpy()
     with threadpool_limits(limits=1, user_api="blas"):
@@ -117,7 +147,9 @@ def null_space_share(
     probe = torch.randn(system.unknown_shape, generator=generator, dtype=torch.float64)
     probe = probe.to(system.target)
     damp = rtol * largest_singular_value(system, seed) if rtol > 0 else 0.0
-    recovered, _ = solve_layer(system, options, rhs=system.apply(probe), damp=damp)
+    # LSMR's iterates stay in the row space of U, which the share relies on
+    lsmr_options = replace(options, method="lsmr")
+    recovered, _ = solve_layer(system, lsmr_options, rhs=system.apply(probe), damp=damp)
     return float((recovered - probe).norm() / probe.norm())
 
 

@@ -10,6 +10,7 @@ from torch import Tensor
 from fl_leak.attacks.linear.activations import KINK, LeakyReLU
 from fl_leak.attacks.linear.chain import Block, Chain
 from fl_leak.attacks.linear.last_layer import LastLayer, LastLayerSolution, solve_last_layer
+from fl_leak.attacks.linear.pooling import PoolingReport, solve_pooled
 from fl_leak.attacks.linear.solver import SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
@@ -82,15 +83,31 @@ def deficiency_note(system: LayerSystem, diagnostics: LayerDiagnostics) -> str |
     return note + "; minimum-norm least-squares solution"
 
 
+def pooling_note(block: Block, pooling: PoolingReport) -> str | None:
+    """A note for a max-pooling block whose positions do not explain the data."""
+    if pooling.settled:
+        return None
+    return (
+        f"layer {block.index} ({block.kind}, max pooling): positions not settled after "
+        f"{pooling.rounds} solves (the solution puts the maximum at the chosen position in "
+        f"{pooling.consistent} of {pooling.windows} windows; relative residual "
+        f"{pooling.residual:.1e}); the layer's system rests on estimated positions"
+    )
+
+
 def walk(
     chain: Chain,
     labels: Tensor,
     options: SolverOptions = SolverOptions(),
     last_solution: LastLayerSolution | None = None,
+    pool_rounds: int = 20,
+    pool_restarts: int = 0,
 ) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input.
 
-    ``last_solution`` skips the last layer's solve when it was already done (label search).
+    ``last_solution`` skips the last layer's solve when it was already done (label search);
+    ``pool_rounds`` bounds the solves that settle a max-pooling block's positions from each of
+    ``1 + pool_restarts`` starts (:func:`~fl_leak.attacks.linear.pooling.solve_pooled`).
     """
     start = time.perf_counter()
     last = chain.last
@@ -105,15 +122,22 @@ def walk(
         start = time.perf_counter()
         inversion = block.activation.inverse(x_above)
         d = block.activation.derivative(x_above) * block_above.operator.forward_adjoint(d_above)
-        bias = block.operator.add_bias(x_above.new_zeros(1, *block.operator.out_shape))
-        system = LayerSystem(
-            operator=block.operator,
-            output_gradient=d,
-            observed_gradient=block.weight_gradient,
-            target=inversion.pre_activation - bias,
-            valid=inversion.valid,
-        )
-        x, report = solve_layer(system, options)
+        pooling = None
+        if block.pool is None:
+            bias = block.operator.add_bias(x_above.new_zeros(1, *block.operator.out_shape))
+            system = LayerSystem(
+                operator=block.operator,
+                output_gradient=d,
+                observed_gradient=block.weight_gradient,
+                target=inversion.pre_activation - bias,
+                valid=inversion.valid,
+            )
+            x, report = solve_layer(system, options)
+        else:
+            x, system, report, pooling = solve_pooled(
+                block, inversion, d, options, pool_rounds, pool_restarts
+            )
+            d = system.output_gradient
         diagnostics = LayerDiagnostics(
             index=block.index,
             path=block.path,
@@ -127,8 +151,16 @@ def walk(
             residual=report.residual,
             iterations=report.iterations,
             stop_reason=report.stop_reason,
+            solver=report.method,
             condition_estimate=report.condition_estimate,
         )
+        if pooling is not None:
+            diagnostics.pool_windows = pooling.windows
+            diagnostics.pool_consistent = pooling.consistent
+            diagnostics.pool_rounds = pooling.rounds
+            note = pooling_note(block, pooling)
+            if note is not None:
+                notes.append(note)
         diagnostics.seconds = time.perf_counter() - start
         inputs.append(x)
         systems.append(system)

@@ -4,7 +4,11 @@ A *weight operator* describes one weight layer ``z = A x + b`` for a batch ``x``
 ``(B, *in_shape)``: the forward map ``x -> A x``, the gradient map ``x -> K_D(x)`` (the weight
 gradient that inputs ``x`` would produce with output gradients ``D``, summed over the batch), and
 the adjoints of both. A *linear map* is a parameter-free linear layer (flatten, average pooling)
-that is folded into the weight layer after it.
+that is folded into the weight layer after it. A *selection* is a parameter-free layer that is
+linear once data-dependent positions are known (max pooling: the positions of the maxima); it
+becomes the output stage of the block before it. A *channel affine* is a layer that, as it is
+evaluated, scales and shifts each channel by constants (batch normalisation in evaluation mode);
+it is folded into the weight layer before it.
 
 An adapter module defines its operator (or map) and registers a factory for its module type with
 :func:`~fl_leak.attacks.linear.layers.registry.register_weight_layer` (or ``register_linear_map``);
@@ -14,6 +18,7 @@ what the audit reports about a layer type (its padding) is a method of the opera
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
@@ -79,6 +84,12 @@ class WeightOperator(ABC):
         clone.weight = weight
         return clone
 
+    def with_bias(self, bias: Tensor | None) -> WeightOperator:
+        """The same operator with another bias (weight kept)."""
+        clone = copy.copy(self)
+        clone.bias = bias
+        return clone
+
     def add_bias(self, z: Tensor) -> Tensor:
         """``z + b`` broadcast over the output's spatial dimensions."""
         if self.bias is None:
@@ -113,6 +124,9 @@ class Folded(WeightOperator):
     def with_weight(self, weight: Tensor) -> WeightOperator:
         return Folded(self.maps, self.core.with_weight(weight))
 
+    def with_bias(self, bias: Tensor | None) -> WeightOperator:
+        return Folded(self.maps, self.core.with_bias(bias))
+
     def padding_entries(self) -> int:
         return self.core.padding_entries()
 
@@ -137,3 +151,44 @@ class Folded(WeightOperator):
 
     def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
         return self._adjoint(self.core.gradient_adjoint(g, d))
+
+
+class Selection(ABC):
+    """A layer that picks one entry per window at data-dependent positions (max pooling).
+
+    ``positions`` are flat indices into each channel's ``in_shape[1:]`` map, one per output
+    entry, shaped ``(B, *out_shape)``; given them the layer is the linear map ``select`` with
+    adjoint ``scatter``.
+    """
+
+    def __init__(self, in_shape: Shape, out_shape: Shape) -> None:
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+
+    @abstractmethod
+    def apply(self, y: Tensor) -> Tensor:
+        """The layer itself: ``(B, *in_shape) -> (B, *out_shape)``."""
+
+    @abstractmethod
+    def positions(self, z: Tensor) -> Tensor:
+        """Where each window of ``z`` has its maximum (ties: the first), ``(B, *out_shape)``."""
+
+    def select(self, full: Tensor, positions: Tensor) -> Tensor:
+        """The entries of ``full`` (``(B, *in_shape)``) at ``positions``: ``(B, *out_shape)``."""
+        flat = full.flatten(2).gather(2, positions.flatten(2))
+        return flat.reshape(positions.shape)
+
+    def scatter(self, values: Tensor, positions: Tensor) -> Tensor:
+        """The adjoint of ``select``: ``values`` added at ``positions`` into a zero input map."""
+        batch, channels = positions.shape[:2]
+        out = values.new_zeros(batch, channels, math.prod(self.in_shape[1:]))
+        out.scatter_add_(2, positions.flatten(2), values.flatten(2))
+        return out.reshape(batch, *self.in_shape)
+
+
+class ChannelAffine(ABC):
+    """A layer that maps each channel ``c`` to ``scale_c * z + shift_c`` (constants)."""
+
+    @abstractmethod
+    def scale_and_shift(self) -> tuple[Tensor, Tensor]:
+        """Per-channel ``scale`` and ``shift`` (float64 on the CPU)."""

@@ -13,14 +13,24 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from fl_leak.attacks.linear.layers.base import LinearMap, Shape, WeightOperator
+from fl_leak.attacks.linear.layers.base import (
+    ChannelAffine,
+    LinearMap,
+    Selection,
+    Shape,
+    WeightOperator,
+)
 from fl_leak.registry import Registry
 
 WeightFactory = Callable[[nn.Module, Shape, Tensor, Tensor | None], WeightOperator]
 MapFactory = Callable[[nn.Module, Shape], LinearMap]
+SelectionFactory = Callable[[nn.Module, Shape], Selection]
+AffineFactory = Callable[[nn.Module], ChannelAffine]
 
 WEIGHT_LAYERS: Registry[type[nn.Module], WeightFactory] = Registry("weight layer type")
 LINEAR_MAPS: Registry[type[nn.Module], MapFactory] = Registry("linear map type")
+SELECTIONS: Registry[type[nn.Module], SelectionFactory] = Registry("selection type")
+CHANNEL_AFFINES: Registry[type[nn.Module], AffineFactory] = Registry("channel affine type")
 
 
 def register_weight_layer(
@@ -36,6 +46,33 @@ def register_linear_map(
 ) -> Callable[[MapFactory], MapFactory]:
     """Register ``factory(module, in_shape) -> LinearMap`` for ``module_type``."""
     return LINEAR_MAPS.register(module_type, name)
+
+
+def register_selection(
+    module_type: type[nn.Module], name: str | None = None
+) -> Callable[[SelectionFactory], SelectionFactory]:
+    """Register ``factory(module, in_shape) -> Selection`` for ``module_type``."""
+    return SELECTIONS.register(module_type, name)
+
+
+def register_channel_affine(
+    module_type: type[nn.Module], name: str | None = None
+) -> Callable[[AffineFactory], AffineFactory]:
+    """Register ``factory(module) -> ChannelAffine`` for ``module_type``; the factory raises
+    ``UnsupportedLayerError`` where the module is not a fixed affine map (batch statistics)."""
+    return CHANNEL_AFFINES.register(module_type, name)
+
+
+def selection_for(module: nn.Module, in_shape: Shape) -> Selection | None:
+    """The selection of ``module`` (max pooling), or None if it is not one."""
+    factory = SELECTIONS.find(type(module))
+    return factory(module, in_shape) if factory else None
+
+
+def channel_affine_for(module: nn.Module) -> ChannelAffine | None:
+    """The per-channel affine map of ``module`` (batch normalisation), or None."""
+    factory = CHANNEL_AFFINES.find(type(module))
+    return factory(module) if factory else None
 
 
 def weight_operator_for(
@@ -59,4 +96,5 @@ def layer_kind(module: nn.Module) -> str:
 
 def supported_layer_names() -> list[str]:
     """Class names of every module type the linear attack accepts (for error messages)."""
-    return sorted(t.__name__ for t in (*WEIGHT_LAYERS, *LINEAR_MAPS))
+    kinds = (*WEIGHT_LAYERS, *LINEAR_MAPS, *SELECTIONS, *CHANNEL_AFFINES)
+    return sorted(t.__name__ for t in kinds)
