@@ -10,7 +10,7 @@ from torch import nn
 
 import fl_leak
 from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
-from fl_leak.attacks.linear.spectrum import certified_full_rank, spectrum
+from fl_leak.attacks.linear.spectrum import spectrum
 from fl_leak.metrics.audit import probe_layers
 from tests.test_audit import SMALL, _materialised
 
@@ -99,15 +99,3 @@ def test_deflated_dependencies_certify_a_deficient_wide_layer():
     assert (result.method, result.rank, result.weak) == ("gram", rank, weak)
     assert result.condition == pytest.approx(condition, rel=1e-6)
     assert spectrum(matrix, 1e-4, bound).method == "svd"  # without them: the SVD decides
-
-
-def test_certified_full_rank_only_below_the_condition_limit():
-    generator = np.random.default_rng(2)
-    left = np.linalg.qr(generator.standard_normal((50, 50)))[0][:, :30]
-    right = np.linalg.qr(generator.standard_normal((30, 30)))[0]
-    for decay, expected in ((1e-2, True), (1e-4, False)):  # condition 1e2, 1e4 against 1e3
-        matrix = left @ np.diag(np.geomspace(1.0, decay, 30)) @ right
-        assert certified_full_rank(sp.csr_matrix(matrix), 1e-3) is expected
-    matrix = left @ right
-    matrix[:, 0] = 0.0  # an unknown no row reaches
-    assert not certified_full_rank(sp.csr_matrix(matrix), 1e-3)

@@ -10,10 +10,8 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
 from fl_leak.attacks.linear.attack import LinearOptions, check_chain, run_walk
-from fl_leak.attacks.linear.matrix import system_matrix
 from fl_leak.attacks.linear.pooling import PoolingReport
 from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
-from fl_leak.attacks.linear.spectrum import certified_full_rank
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import LayerDiagnostics, Reconstruction
@@ -27,8 +25,6 @@ from fl_leak.options import (
 
 CORRECT_MODES = ("auto", "always", "never")
 NULL_SPACE_SHARE = 1e-3  # above it, a structurally full-rank layer is numerically deficient
-CERTIFY_RTOL = 1e-3  # a layer certified with condition below 1 / CERTIFY_RTOL needs no probe
-CERTIFY_MAX_DENSE = 6000  # largest min(rows, unknowns) certified (a dense Gram matrix of that size)
 
 
 @dataclass(frozen=True)
@@ -134,16 +130,9 @@ def hybrid_attack(
 def _numerically_exact(
     systems: list[LayerSystem], options: SolverOptions, notes: list[str]
 ) -> list[bool]:
-    """Per layer, whether it is full rank, certified (:func:`certified_full_rank`: condition
-    below ``1 / CERTIFY_RTOL``, where the probe's solve recovers everything) or by the null-space
-    probe; notes the layers the probe finds deficient."""
+    """Per layer, whether the null-space probe finds it full rank; notes the layers it does not."""
     exact = []
     for index, system in enumerate(systems):
-        if min(system.shape) <= CERTIFY_MAX_DENSE and certified_full_rank(
-            system_matrix(system), CERTIFY_RTOL
-        ):  # well conditioned and full rank: the probe would recover all of it
-            exact.append(True)
-            continue
         share = null_space_share(system, options)
         exact.append(share <= NULL_SPACE_SHARE)
         if not exact[-1]:

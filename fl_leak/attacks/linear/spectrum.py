@@ -117,17 +117,6 @@ def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows
 
 
-def certified_full_rank(matrix: sp.csr_matrix, rtol: float) -> bool:
-    """Whether the Gram certificate shows ``matrix`` of full column rank with every singular value
-    above ``max(rtol, CERTIFY)`` times the largest (zero columns: not full rank). False where it
-    cannot decide."""
-    nonzero, _ = _nonzero(matrix)
-    if nonzero.shape[1] < matrix.shape[1] or nonzero.shape[0] < nonzero.shape[1]:
-        return False
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _gram_certificate(nonzero, rtol) is not None
-
-
 def spectrum(
     matrix: sp.csr_matrix,
     rtol: float,
