@@ -14,14 +14,16 @@ The update is given to the attacks in gradient units, as every other attack rece
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fl_leak.attacks.registry import attack_options
 from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative_int, check_positive, check_positive_int
 
@@ -146,3 +148,55 @@ def relative_distance(estimate: Sequence[Tensor], observed: Sequence[Tensor]) ->
     difference = sum(float(((e - o) ** 2).sum()) for e, o in zip(estimate, observed, strict=True))
     reference = sum(float((o**2).sum()) for o in observed)
     return math.sqrt(difference / max(reference, 1e-300))
+
+
+class TrainingSettings(Protocol):
+    """The clients' training settings the server configured (``FlConfig``, ``AttackSettings``)."""
+
+    @property
+    def lr(self) -> float: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def local_steps(self) -> int: ...
+
+    @property
+    def local_epochs(self) -> int: ...
+
+
+def server_schedule(training: TrainingSettings) -> dict[str, Any]:
+    """The schedule options of the FedAvg attacks, from what the server configured."""
+    return {
+        "local_lr": training.lr,
+        "local_steps": training.local_steps,
+        "local_batch_size": training.batch_size,
+        "local_epochs": training.local_epochs,
+    }
+
+
+def takes_schedule(attack: str) -> bool:
+    """Whether attack ``attack`` declares the client's schedule among its options (a FedAvg
+    attack, which reconstructs every sample of the local training)."""
+    return issubclass(attack_options(attack), ScheduleOptions)
+
+
+def with_schedule(
+    attack: str, options: Mapping[str, Any], schedule: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``options`` plus the server's ``schedule`` (``local_lr``, ...) where ``attack`` takes it.
+
+    The server fills the schedule from what it configured; an attack configuration that sets
+    it too is refused (the two could disagree).
+    """
+    if not takes_schedule(attack):
+        return dict(options)
+    clash = sorted(set(options) & set(SCHEDULE_FIELDS))
+    if clash:
+        raise FlLeakError(
+            f"attack {attack!r}: {', '.join(clash)} are set by the server from the clients' "
+            "training settings (fl.lr, fl.local_steps, fl.batch_size, fl.local_epochs); "
+            "remove them from the attack's options"
+        )
+    return {**options, **schedule}

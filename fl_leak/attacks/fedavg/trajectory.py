@@ -12,8 +12,9 @@ exactly ``g(x)``, the gradient the batch solve inverts. Each iteration simulates
 the current estimate in the order that best reproduces the observed update
 (:mod:`fl_leak.attacks.fedavg.order`), re-solves with the correction (labels kept from the first
 solve), matches the new samples to the previous ones, and takes the next estimate from an
-Anderson extrapolation of the iterates (:mod:`fl_leak.attacks.fedavg.anderson`); it stops when the update-reproduction residual reaches ``trajectory_tolerance`` or has not
-improved for ``STALL`` iterations, and returns the estimate with the lowest residual.
+Anderson extrapolation of the iterates (:mod:`fl_leak.attacks.fedavg.anderson`). It stops when
+the update-reproduction residual reaches ``trajectory_tolerance`` or has not improved for
+``STALL`` iterations, and returns the estimate with the lowest residual.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction, TrajectoryDiagnostics
 from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative, check_non_negative_int, torch_device, torch_dtype
-
 
 STALL = 3  # iterations without a lower residual that end the fixed point
 
