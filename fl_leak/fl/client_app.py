@@ -3,8 +3,9 @@
 The reply holds the weights (``arrays``), the sample count (``metrics``), the client's partition
 id (the ``identity`` record, :mod:`fl_leak.fl.identity`) and, for scoring only, the samples it
 trained on in the round, the first step's batch first (the ``oracle`` record,
-:mod:`fl_leak.fl.oracle`; sent unless the node's ``send-ground-truth`` says otherwise, :mod:`fl_leak.fl.node_data`). A client first checks that the
-server runs the same fl-leak (:mod:`fl_leak.fl.version`).
+:mod:`fl_leak.fl.oracle`; sent unless the node's ``send-ground-truth`` says otherwise,
+:mod:`fl_leak.fl.node_data`). A client first checks that the server runs the same fl-leak
+(:mod:`fl_leak.fl.version`).
 """
 
 from __future__ import annotations
