@@ -331,7 +331,7 @@ class Attacker:
                     f"attack {self.attack.attack!r} models one client's local training; an "
                     "aggregate of several clients' multi-step updates is not one trajectory"
                 )
-            record.steps = view.steps
+            record.steps, record.samples = view.steps, view.batch_size
             metrics = reply_metrics(reply)
             record.epsilon = (
                 record_float(metrics, EPSILON_METRIC) if EPSILON_METRIC in metrics else None

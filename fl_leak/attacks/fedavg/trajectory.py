@@ -56,7 +56,7 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     (iterates the Anderson acceleration extrapolates from; 0: plain damped iteration)."""
 
     trajectory_iterations: int = 30
-    trajectory_tolerance: float = 1e-10
+    trajectory_tolerance: float = 1e-9
     damping: float = 1.0
     anderson_memory: int = 5
 
