@@ -50,27 +50,34 @@ def best_order(
         return OrderSearch(order, residual(order), 1)  # every order gives the same update
     if start is not None:
         return _swaps(schedule, residual, start)
-    if schedule.passes == 1 and _distinct_orders(schedule) <= EXHAUSTIVE_LIMIT:
-        return _exhaustive(schedule, residual)
+    orders = distinct_orders(schedule)
+    if orders is not None:
+        return _exhaustive(orders, residual)
     return _swaps(schedule, residual, schedule.identity())
 
 
-def _exhaustive(schedule: Schedule, residual: Callable[[Order], float]) -> OrderSearch:
-    best: OrderSearch | None = None
+def distinct_orders(schedule: Schedule, limit: int = EXHAUSTIVE_LIMIT) -> list[Order] | None:
+    """Every order of a single pass that gives a distinct update (one per partition into its
+    batches), or None when there are more than ``limit`` or several passes."""
+    if schedule.passes != 1 or _distinct_orders(schedule) > limit:
+        return None
+    orders: list[Order] = []
     seen: set[tuple[frozenset[int], ...]] = set()
     for visit in itertools.permutations(range(schedule.samples)):
         batches = tuple(
             frozenset(visit[k : k + schedule.batch])
             for k in range(0, schedule.samples, schedule.batch)
         )
-        if batches in seen:
-            continue
-        seen.add(batches)
-        value = residual((visit,))
-        if best is None or value < best.residual:
-            best = OrderSearch((visit,), value, 0)
-    assert best is not None
-    return OrderSearch(best.order, best.residual, len(seen))
+        if batches not in seen:
+            seen.add(batches)
+            orders.append((visit,))
+    return orders
+
+
+def _exhaustive(orders: list[Order], residual: Callable[[Order], float]) -> OrderSearch:
+    values = [residual(order) for order in orders]
+    best = min(range(len(orders)), key=values.__getitem__)
+    return OrderSearch(orders[best], values[best], len(orders))
 
 
 def _swaps(schedule: Schedule, residual: Callable[[Order], float], order: Order) -> OrderSearch:

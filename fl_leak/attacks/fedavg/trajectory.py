@@ -13,37 +13,44 @@ the current estimate in the order that best reproduces the observed update
 (:mod:`fl_leak.attacks.fedavg.order`), re-solves with the correction (labels kept from the first
 solve), matches the new samples to the previous ones, and takes the next estimate from an
 Anderson extrapolation of the iterates (:mod:`fl_leak.attacks.fedavg.anderson`). It stops when
-the update-reproduction residual reaches ``trajectory_tolerance`` or has not improved for
-``STALL`` iterations, and returns the estimate with the lowest residual.
+the update-reproduction residual reaches ``trajectory_tolerance`` or has not fallen by a tenth
+for ``STALL`` iterations, and returns the estimate with the lowest residual.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from fl_leak.attacks.fedavg.anderson import Anderson
-from fl_leak.attacks.fedavg.order import OrderSearch, best_order
+from fl_leak.attacks.fedavg.order import OrderSearch, best_order, distinct_orders
 from fl_leak.attacks.fedavg.schedule import (
     Order,
+    Schedule,
     ScheduleOptions,
     batch_gradient,
     relative_distance,
     simulate_update,
 )
 from fl_leak.attacks.linear.attack import check_chain
+from fl_leak.attacks.linear.chain import parse_chain
 from fl_leak.attacks.linear.hybrid import HybridOptions, hybrid_attack
+from fl_leak.attacks.linear.last_layer import solve_last_layer
+from fl_leak.attacks.linear.walk import last_layer_of
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction, TrajectoryDiagnostics
 from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative, check_non_negative_int, torch_device, torch_dtype
 
-STALL = 3  # iterations without a lower residual that end the fixed point
+STALL = 3  # iterations without progress that end the fixed point
+PROGRESS = 0.9  # progress: the best residual falls by this factor at least
+CONSISTENCY_LIMIT = 120  # orders whose corrected targets are judged one by one (5 samples)
 
 
 @dataclass(frozen=True)
@@ -89,16 +96,51 @@ class _Fit:
     search: OrderSearch
     residuals: list[float]
     evaluated: int = 0
+    since_best: int = 0
 
     def add(self, inputs: Tensor, search: OrderSearch) -> None:
         self.residuals.append(search.residual)
         self.evaluated += search.evaluated
+        improved = search.residual < PROGRESS * self.search.residual
+        self.since_best = 0 if improved else self.since_best + 1
         if search.residual < self.search.residual:
             self.inputs, self.search = inputs, search
 
     def stalled(self) -> bool:
-        """Whether the last ``STALL`` iterations all failed to lower the best residual."""
-        return len(self.residuals) > STALL and min(self.residuals[-STALL:]) > self.search.residual
+        """Whether the last ``STALL`` iterations all failed to lower the best residual by the
+        factor ``PROGRESS``."""
+        return self.since_best >= STALL
+
+
+def last_layer_residual(
+    model: nn.Module, gradients: list[Tensor], input_shape: tuple[int, ...], labels: Tensor
+) -> float:
+    """Residual of the last layer's solve for ``gradients``: how far they are from the gradients
+    of any batch with these labels at the last layer."""
+    chain = parse_chain(model, gradients, input_shape, gradients[0].dtype, gradients[0].device)
+    return solve_last_layer(last_layer_of(chain), labels).residual
+
+
+def _first_order(
+    schedule: Schedule,
+    estimate: Tensor,
+    residual: Callable[[Tensor, Order], float],
+    corrected: Callable[[Tensor, Order], list[Tensor]],
+    consistency: Callable[[list[Tensor]], float],
+) -> OrderSearch:
+    """The order to start the fixed point with, from the first-order estimate.
+
+    The first-order estimate fits the update as one batch, so its simulated update is closest in
+    the order whose trajectory moves least, not in the client's. Where the orders are few, each
+    is judged instead by how consistent its corrected target is (``consistency``: the last
+    layer's residual); else the update residual's search runs.
+    """
+    orders = distinct_orders(schedule, CONSISTENCY_LIMIT)
+    if schedule.steps == 1 or orders is None or len(orders) == 1:
+        return best_order(schedule, partial(residual, estimate))
+    scores = [consistency(corrected(estimate, order)) for order in orders]
+    chosen = orders[min(range(len(orders)), key=scores.__getitem__)]
+    return OrderSearch(chosen, residual(estimate, chosen), len(orders))
 
 
 @register_attack("fedavg_hybrid", FedAvgHybridOptions, accepts=check_chain)
@@ -127,31 +169,38 @@ def fedavg_hybrid_attack(
     labels = first.labels.to(device)
     estimate = first.inputs.to(dtype=dtype, device=device)
 
-    def search_order(inputs: Tensor, start: Order | None) -> OrderSearch:
-        def residual(order: Order) -> float:
-            simulated = simulate_update(work, inputs, labels, schedule, order)
-            return relative_distance(simulated, observed)
+    def residual(inputs: Tensor, order: Order) -> float:
+        simulated = simulate_update(work, inputs, labels, schedule, order)
+        return relative_distance(simulated, observed)
 
-        return best_order(schedule, residual, start)
+    def corrected(inputs: Tensor, order: Order) -> list[Tensor]:
+        """The target of the next solve: the update less the trajectory's correction."""
+        simulated = simulate_update(work, inputs, labels, schedule, order)
+        linear = batch_gradient(work, inputs, labels)
+        return [o - (s - g) for o, s, g in zip(observed, simulated, linear, strict=True)]
 
-    search = search_order(estimate, None)
+    search = _first_order(
+        schedule, estimate, residual, corrected, lambda target: last_layer_residual(
+            model, target, input_shape, labels
+        )
+    )
     fit = _Fit(estimate, search, [search.residual], search.evaluated)
     notes = [*first.notes, f"first-order estimate: all {batch_size} samples as one batch"]
     acceleration = Anderson(options.anderson_memory, options.damping)
     iteration = 0
+    # one step: the update is the batch gradient itself, nothing to correct
     while (
-        iteration < options.trajectory_iterations
+        schedule.steps > 1
+        and iteration < options.trajectory_iterations
         and search.residual > options.trajectory_tolerance
         and not fit.stalled()
     ):
         iteration += 1
-        simulated = simulate_update(work, estimate, labels, schedule, search.order)
-        linear = batch_gradient(work, estimate, labels)
-        target = [o - (s - g) for o, s, g in zip(observed, simulated, linear, strict=True)]
+        target = corrected(estimate, search.order)
         solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
         moved = match_samples(solved.inputs.to(estimate), estimate, labels)
         estimate = acceleration.step(estimate, moved)
-        search = search_order(estimate, search.order)
+        search = best_order(schedule, partial(residual, estimate), search.order)
         fit.add(estimate, search)
     converged = fit.search.residual <= options.trajectory_tolerance
     notes.append(
