@@ -152,7 +152,7 @@ def test_fedavg_unroll_beats_first_order(two_steps):
         local_lr=0.01,
         local_steps=2,
         local_batch_size=1,
-        iterations=150,
+        iterations=60,
         callback=seen.append,
     )
     assert len(seen) == rec.restarts[0].iterations
