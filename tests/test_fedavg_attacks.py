@@ -128,7 +128,7 @@ def test_fedavg_hybrid_is_near_exact_where_first_order_is_not(two_steps):
     rec = fl_leak.reconstruct(
         model, observed, SHAPE, batch_size=2, attack="fedavg_hybrid", **schedule
     )
-    assert sorted(rec.labels.tolist()) == [0, 2] and rec.labels_recovered
+    assert sorted(rec.labels.tolist()) == sorted(labels.tolist()) and rec.labels_recovered
     assert psnr_of(inputs, first.inputs).max() < 60
     assert psnr_of(inputs, rec.inputs).min() > 100
     trajectory = rec.trajectory
@@ -140,7 +140,7 @@ def test_fedavg_hybrid_is_near_exact_where_first_order_is_not(two_steps):
 
 
 def test_fedavg_unroll_beats_first_order(two_steps):
-    model, inputs, labels, observed = two_steps
+    model, inputs, _, observed = two_steps
     first = fl_leak.reconstruct(model, observed, SHAPE, batch_size=2, attack="linear")
     seen = []
     rec = fl_leak.reconstruct(
