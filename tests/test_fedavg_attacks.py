@@ -174,9 +174,7 @@ def test_schedule_options_are_checked_before_work():
 
 
 def test_round_plan_and_oracle_keep_the_samples_in_order_of_first_use():
-    plan = RoundPlan(
-        samples=torch.arange(10), steps=[torch.tensor([7, 3]), torch.tensor([5, 7])]
-    )
+    plan = RoundPlan(samples=torch.arange(10), steps=[torch.tensor([7, 3]), torch.tensor([5, 7])])
     assert plan.trained.tolist() == [7, 3, 5]
     oracle = Oracle(torch.arange(3.0).reshape(3, 1), torch.tensor([0, 1, 2]))
     assert oracle.first(2).labels.tolist() == [0, 1]

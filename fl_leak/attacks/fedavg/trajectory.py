@@ -180,9 +180,11 @@ def fedavg_hybrid_attack(
         return [o - (s - g) for o, s, g in zip(observed, simulated, linear, strict=True)]
 
     search = _first_order(
-        schedule, estimate, residual, corrected, lambda target: last_layer_residual(
-            model, target, input_shape, labels
-        )
+        schedule,
+        estimate,
+        residual,
+        corrected,
+        lambda target: last_layer_residual(model, target, input_shape, labels),
     )
     fit = _Fit(estimate, search, [search.residual], search.evaluated)
     notes = [*first.notes, f"first-order estimate: all {batch_size} samples as one batch"]
