@@ -71,6 +71,8 @@ class LeakRecord:
     ``defense_options`` the defense's strength (``key=value,...``); ``aggregated_clients`` is set
     when the attacked update is the aggregate of that many clients (secure aggregation: ``client``
     is None and the attacked batch holds ``aggregated_clients * batch_size`` samples).
+    ``samples`` is how many samples the attack reconstructed and was scored against (the batch;
+    for a FedAvg attack, every sample the client trained on in the round).
     ``shortfall`` says why a reconstruction fell short of exact where the audit calls the model
     fully exposed (index 0), see :mod:`fl_leak.fl.shortfall`.
     The remaining fields repeat the run's settings, so records from many runs form one table.
@@ -110,6 +112,7 @@ class LeakRecord:
     epsilon: float | None = None
     aggregated_clients: int | None = None
     shortfall: str | None = None
+    samples: int | None = None
 
     @classmethod
     def of_run(

@@ -18,6 +18,9 @@ from fl_leak.attacks import (
 from fl_leak.attacks.baselines.dlg import DLGOptions
 from fl_leak.attacks.baselines.ig import IGOptions
 from fl_leak.attacks.correction import CorrectionOptions
+from fl_leak.attacks.fedavg.schedule import server_schedule, with_schedule
+from fl_leak.attacks.fedavg.trajectory import FedAvgHybridOptions
+from fl_leak.attacks.fedavg.unroll import FedAvgUnrollOptions
 from fl_leak.attacks.linear.attack import LinearOptions
 from fl_leak.attacks.linear.hybrid import HybridOptions
 from fl_leak.config import CONF_DIR, compose
@@ -27,12 +30,16 @@ from fl_leak.errors import FlLeakError, UnknownAttackError, UnknownOptionError
 def test_every_attack_declares_a_dataclass_of_options():
     assert {name: attack_options(name) for name in list_attacks()} == {
         "dlg": DLGOptions,
+        "fedavg_hybrid": FedAvgHybridOptions,
+        "fedavg_unroll": FedAvgUnrollOptions,
         "hybrid": HybridOptions,
         "ig": IGOptions,
         "linear": LinearOptions,
     }
+    schedule = {"local_lr": 0.1}  # the FedAvg attacks need the client's learning rate
     for name in list_attacks():
-        assert dataclasses.is_dataclass(build_attack_options(name, {}))
+        options = with_schedule(name, {}, schedule)
+        assert dataclasses.is_dataclass(build_attack_options(name, options))
 
 
 def test_hybrid_takes_the_linear_options_and_the_corrections():
@@ -46,7 +53,11 @@ def test_hybrid_takes_the_linear_options_and_the_corrections():
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "attack").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_attack_config_holds_valid_options(path: Path):
     settings = compose([f"attack={path.stem}"])
-    check_attack_options(settings.attack.name, {"device": "cpu", **settings.attack.options})
+    options = {"device": "cpu", **settings.attack.options}
+    schedule = server_schedule(settings.fl)  # as the run adds it for a FedAvg attack
+    check_attack_options(
+        settings.attack.name, with_schedule(settings.attack.name, options, schedule)
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Attacks: the layerwise linear-system attack, its hybrid correction, and baselines."""
 
-from fl_leak.attacks import baselines, linear  # noqa: F401  (registers the attacks)
+from fl_leak.attacks import baselines, fedavg, linear  # noqa: F401  (registers the attacks)
 from fl_leak.attacks.api import reconstruct
 from fl_leak.attacks.registry import (
     ATTACKS,

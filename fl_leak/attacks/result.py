@@ -72,6 +72,29 @@ class RestartDiagnostics:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TrajectoryDiagnostics:
+    """How a FedAvg attack fitted the client's local training (``fedavg_hybrid``,
+    ``fedavg_unroll``).
+
+    ``residuals`` holds the update-reproduction residual ``||u(x) - u_obs|| / ||u_obs||`` (``u``
+    the simulated update of the estimate ``x``, ``u_obs`` the observed one) after each iteration,
+    the first-order estimate's first; ``iterations`` the iterations run; ``order`` the order of
+    the returned samples in each pass (its batches are consecutive runs of the mini-batch size);
+    ``orders_evaluated`` how many orders the search simulated; ``converged`` whether the residual
+    reached the attack's tolerance.
+    """
+
+    iterations: int
+    residuals: list[float]
+    order: list[list[int]]
+    orders_evaluated: int
+    converged: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class Reconstruction:
     """Result of :func:`fl_leak.reconstruct`.
@@ -80,7 +103,8 @@ class Reconstruction:
     ``(B,)``; ``layers`` lists the weight layers from the input up (empty for optimisation attacks).
     ``restarts`` lists an optimisation attack's restarts in the order they ran, and
     ``best_restart`` is the position in that list of the one returned (the lowest
-    ``final_objective``); both are empty/``None`` for the linear attacks. ``notes`` say the same
+    ``final_objective``); both are empty/``None`` for the linear attacks. ``trajectory``: how a
+    FedAvg attack fitted the local training (None for the others). ``notes`` say the same
     and more for people to read; code reads the fields.
     """
 
@@ -93,3 +117,4 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     restarts: list[RestartDiagnostics] = field(default_factory=list)
     best_restart: int | None = None
+    trajectory: TrajectoryDiagnostics | None = None

@@ -1,10 +1,11 @@
 """The honest clients: each trains on its data and replies with its new weights.
 
 The reply holds the weights (``arrays``), the sample count (``metrics``), the client's partition
-id (the ``identity`` record, :mod:`fl_leak.fl.identity`) and, for scoring only, the batch the
-attack targets (the ``oracle`` record, :mod:`fl_leak.fl.oracle`; sent unless the node's
-``send-ground-truth`` says otherwise, :mod:`fl_leak.fl.node_data`). A client first checks that the
-server runs the same fl-leak (:mod:`fl_leak.fl.version`).
+id (the ``identity`` record, :mod:`fl_leak.fl.identity`) and, for scoring only, the samples it
+trained on in the round, the first step's batch first (the ``oracle`` record,
+:mod:`fl_leak.fl.oracle`; sent unless the node's ``send-ground-truth`` says otherwise,
+:mod:`fl_leak.fl.node_data`). A client first checks that the server runs the same fl-leak
+(:mod:`fl_leak.fl.version`).
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ def _steps_before(context: Context) -> int:
 @dataclass(frozen=True)
 class LocalUpdate:
     """A client's work in one round: the weights it replies with, its metrics (sample count,
-    training loss, the defense's own), and the batch the attack targets (for scoring only)."""
+    training loss, the defense's own), and the samples it trained on, in the order of first use
+    (the first step's batch first; for scoring only)."""
 
     weights: dict[str, Tensor]
     metrics: dict[str, float]
-    target: tuple[Tensor, Tensor]
+    trained: tuple[Tensor, Tensor]
 
 
 def local_update(
@@ -128,7 +130,7 @@ def local_update(
     context.state[STEPS_STATE] = MetricRecord({"steps": steps_before + len(batches)})
     replied = defense.protect_update(sent.to_torch_state_dict(), model.state_dict(), pool.generator)
     metrics = {NUM_EXAMPLES: len(plan.samples), "train-loss": outcome.losses[0], **outcome.metrics}
-    return LocalUpdate(replied, metrics, samples(dataset, plan.target, dtype))
+    return LocalUpdate(replied, metrics, samples(dataset, plan.trained, dtype))
 
 
 def train_reply(
@@ -158,11 +160,11 @@ def train_reply(
     if sends_ground_truth(context.node_config, data.own):
         if data.own:
             log.warning(
-                "client %d sends the images of its attacked batch to the server for scoring "
+                "client %d sends the images it trained on to the server for scoring "
                 "(send-ground-truth=true)",
                 partition_id,
             )
-        content[ORACLE_KEY] = oracle_record(*update.target)
+        content[ORACLE_KEY] = oracle_record(*update.trained)
     return Message(content=content, reply_to=message)
 
 

@@ -9,9 +9,10 @@ taken in float64; the precision left is that of the weights (float32 loses digit
 
 from __future__ import annotations
 
-import torch
 from flwr.app import ArrayRecord
 from torch import Tensor, nn
+
+from fl_leak.attacks.fedavg.schedule import relative_distance
 
 
 def gradient_estimate(
@@ -28,9 +29,5 @@ def gradient_estimate(
 
 
 def relative_error(estimate: list[Tensor], truth: list[Tensor]) -> float:
-    """``||estimate - truth|| / ||truth||`` over all tensors together."""
-    difference = torch.cat(
-        [(e.double() - t.double()).flatten() for e, t in zip(estimate, truth, strict=True)]
-    )
-    reference = torch.cat([t.double().flatten() for t in truth])
-    return float(difference.norm() / reference.norm())
+    """``||estimate - truth|| / ||truth||`` over all tensors together, in float64."""
+    return relative_distance([e.double() for e in estimate], [t.double() for t in truth])

@@ -23,6 +23,12 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
+from fl_leak.attacks.fedavg.schedule import (
+    server_schedule,
+    takes_schedule,
+    trained_samples,
+    with_schedule,
+)
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.defenses import EPSILON_METRIC, build_defense
@@ -114,7 +120,11 @@ class ServerView:
     """Everything the attack receives about one update: what a real server holds.
 
     The model at the round's start (the weights the server sent), the gradient estimated from the
-    returned weights, and public knowledge: the input shape and the batch size it configured.
+    returned weights, and public knowledge: the input shape, the number of samples the attack
+    reconstructs (the configured batch size; for a FedAvg attack every sample the client trained
+    on, :func:`~fl_leak.attacks.fedavg.schedule.trained_samples`), the local steps, and the
+    ``schedule`` the server configured (``local_lr``, ``local_steps``, ``local_batch_size``,
+    ``local_epochs``), passed to the attacks that declare it (:func:`reconstruct_view`).
     """
 
     model: nn.Module
@@ -122,6 +132,7 @@ class ServerView:
     input_shape: tuple[int, ...]
     batch_size: int
     steps: int
+    schedule: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _single(records: Mapping[str, T], kind: str) -> T:
@@ -142,8 +153,8 @@ def update_view(
 
     Reads the reply's one ArrayRecord (the returned weights) and the sample count of its one
     MetricRecord, nothing else. ``batch_size`` is the batch the attack reconstructs (default
-    ``attack.batch_size``; the aggregate of ``N`` clients under secure aggregation: ``N`` times
-    it).
+    ``attack.batch_size``, or for a FedAvg attack every sample the client trained on; the
+    aggregate of ``N`` clients under secure aggregation: ``N`` times the batch size).
     """
     returned = _single(reply.array_records, "ArrayRecord")
     num_examples = record_int(reply_metrics(reply), NUM_EXAMPLES)
@@ -151,8 +162,20 @@ def update_view(
     model.load_state_dict(sent.to_torch_state_dict())
     steps = step_count(attack, num_examples)
     gradients = gradient_estimate(model, sent, returned, attack.lr, steps)
-    batch = attack.batch_size if batch_size is None else batch_size
-    return ServerView(model, gradients, tuple(attack.input_shape), batch, steps)
+    if batch_size is None:
+        batch_size = attacked_samples(attack, num_examples)
+    return ServerView(
+        model, gradients, tuple(attack.input_shape), batch_size, steps, server_schedule(attack)
+    )
+
+
+def attacked_samples(attack: AttackSettings, num_examples: int) -> int:
+    """How many samples the attack reconstructs from one client's update: every sample the
+    client trained on for a FedAvg attack (:func:`~fl_leak.attacks.fedavg.schedule.takes_schedule`),
+    else the configured batch size."""
+    if not takes_schedule(attack.attack):
+        return attack.batch_size
+    return trained_samples(num_examples, attack.batch_size, attack.local_steps, attack.local_epochs)
 
 
 def _reconstruct(
@@ -165,12 +188,13 @@ def _reconstruct(
         batch_size=view.batch_size,
         labels=None,
         attack=attack,
-        **{"device": device, **options},
+        **with_schedule(attack, {"device": device, **options}, view.schedule),
     )
 
 
 def reconstruct_view(attack: AttackSettings, view: ServerView) -> Reconstruction:
-    """Run the attack on ``view``; labels are left for the attack to recover."""
+    """Run the attack on ``view``; labels are left for the attack to recover. A FedAvg attack
+    also receives the schedule the server configured (``view.schedule``)."""
     return _reconstruct(view, attack.attack, attack.attack_options, attack.device)
 
 
@@ -201,7 +225,8 @@ def label_accuracy(recovered: Tensor, true: Tensor) -> float:
 
 
 def first_step_gradient(view: ServerView, oracle: Oracle) -> list[Tensor]:
-    """The true gradient of the client's first local step (oracle side: uses the true batch).
+    """The true gradient of ``oracle``'s batch at the round's start: the client's first local
+    step's when ``oracle`` holds that step's batch (oracle side: uses the true batch).
 
     Computed on one thread: float32 sums depend on how the work is split, and the value must not
     depend on the process (a sweep's parallel job, a replay of a capture).
@@ -281,6 +306,10 @@ class Attacker:
     ) -> None:
         """Estimate the gradient, attack it, score against ``oracle`` and record the outcome.
 
+        ``oracle`` holds the samples the client trained on in the order of first use (the first
+        step's batch first); the reconstruction is scored against as many of them as it holds
+        (every one for a FedAvg attack, the first step's batch for the others).
+
         ``aggregated_clients``: the update is the aggregate (the clients' mean) of that many
         clients' updates (secure aggregation, ``client`` None), attacked as one batch of all their
         samples; None for one client's own update. Any exception on the way is recorded as a
@@ -293,18 +322,25 @@ class Attacker:
                     "the reply carries no ground truth (oracle record) to score against: the "
                     "client sends none (an fl-leak node with send-ground-truth=false)"
                 )
-            batch_size = self.attack.batch_size * (aggregated_clients or 1)
-            view = update_view(self.attack, sent, reply, batch_size)
-            record.steps = view.steps
+            first_batch = self.attack.batch_size * (aggregated_clients or 1)
+            view = update_view(
+                self.attack, sent, reply, None if aggregated_clients is None else first_batch
+            )
+            if aggregated_clients and view.steps > 1 and takes_schedule(self.attack.attack):
+                raise FlLeakError(
+                    f"attack {self.attack.attack!r} models one client's local training; an "
+                    "aggregate of several clients' multi-step updates is not one trajectory"
+                )
+            record.steps, record.samples = view.steps, view.batch_size
             metrics = reply_metrics(reply)
             record.epsilon = (
                 record_float(metrics, EPSILON_METRIC) if EPSILON_METRIC in metrics else None
             )
             record.gradient_relative_error = relative_error(
-                view.gradients, first_step_gradient(view, oracle)
+                view.gradients, first_step_gradient(view, oracle.first(first_batch))
             )
             reconstruction = reconstruct_view(self.attack, view)
-            shown = self._score(record, reconstruction, oracle)
+            shown = self._score(record, reconstruction, oracle.first(view.batch_size))
             record.shortfall = shortfall(record, reconstruction)
         except Exception as error:  # one failed attack must not end the run
             log.warning("round %d, client %s: attack failed: %s", server_round, client, error)

@@ -96,8 +96,15 @@ class RoundPlan:
 
     @property
     def target(self) -> Tensor:
-        """The batch of the first step: what the attack tries to reconstruct."""
+        """The batch of the first step: what a batch attack tries to reconstruct."""
         return self.steps[0]
+
+    @property
+    def trained(self) -> Tensor:
+        """Every sample the steps take, once, in the order of first use (the first step's batch
+        first): what a FedAvg attack tries to reconstruct, and what the oracle carries."""
+        visits = torch.cat(self.steps)
+        return torch.tensor(list(dict.fromkeys(visits.tolist())), dtype=visits.dtype)
 
 
 def round_plan(

@@ -57,8 +57,11 @@ def attach_oracle(reply: Reply, inputs: Tensor, labels: Tensor, client: int | No
     reply : Message or RecordDict
         The ClientApp's train reply (or its content), changed in place and returned.
     inputs, labels : Tensor
-        The batch of the client's first local step, as the model receives it: images ``(B, C,
-        H, W)`` in [0, 1] (the scores assume that range) and their class indices ``(B,)``.
+        The samples the client trained on in the round, in the order of first use (the batch of
+        its first local step first; under FedSGD, that batch), as the model receives them: images
+        ``(B, C, H, W)`` in [0, 1] (the scores assume that range) and their class indices
+        ``(B,)``. A batch attack is scored against the first step's batch, a FedAvg attack
+        (``fedavg_hybrid``, ``fedavg_unroll``) against all of them.
     client : int, optional
         The client's name in the records (its partition id); None leaves it unnamed.
 

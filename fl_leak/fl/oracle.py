@@ -22,10 +22,19 @@ _PAYLOAD = "tensors"
 
 @dataclass(frozen=True)
 class Oracle:
-    """Ground truth of one update: the batch the attack tries to reconstruct."""
+    """Ground truth of one update: the samples the client trained on, in the order of first use
+    (the first local step's batch first, then each sample a later step took for the first time)."""
 
     inputs: Tensor
     labels: Tensor
+
+    def first(self, count: int) -> Oracle:
+        """The first ``count`` samples (the first step's batch: its size)."""
+        if count > len(self.labels):
+            raise ValueError(
+                f"the oracle holds {len(self.labels)} samples, fewer than the {count} attacked"
+            )
+        return Oracle(self.inputs[:count], self.labels[:count])
 
 
 def oracle_record(inputs: Tensor, labels: Tensor) -> ConfigRecord:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from fl_leak.attacks import check_attack_model, check_attack_options, list_attacks
+from fl_leak.attacks.fedavg.schedule import server_schedule, with_schedule
 from fl_leak.config import RunConfig, attack_options_of, range_problems
 from fl_leak.data import list_datasets
 from fl_leak.defenses import build_defense, list_defenses
@@ -116,9 +117,12 @@ def _data(settings: RunConfig) -> list[str]:
 
 
 def _attack_options(settings: RunConfig) -> list[str]:
-    """The attack's options, as the run passes them, checked by the attack's declaration."""
+    """The attack's options, as the run passes them (a FedAvg attack's with the clients'
+    schedule), checked by the attack's declaration."""
+    schedule = server_schedule(settings.fl)
     try:
-        check_attack_options(settings.attack.name, attack_options_of(settings))
+        options = with_schedule(settings.attack.name, attack_options_of(settings), schedule)
+        check_attack_options(settings.attack.name, options)
     except FlLeakError as error:
         return [f"attack={settings.attack.name!r}: {error}"]
     return []

@@ -15,7 +15,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,10 +408,21 @@ def run_attack(
     """Set up the problem, ``run`` every restart and return the best one."""
     start = time.perf_counter()
     problem = prepare_problem(model, gradients, input_shape, batch_size, labels, options)
-    results = [
-        run(problem, options, restart, variables)
-        for restart, variables in random_starts(problem, options)
-    ]
-    return best_reconstruction(
-        attack, problem, results, time.perf_counter() - start, labels is None
+    return run_restarts(
+        attack, run, problem, random_starts(problem, options), options, labels is None, start
     )
+
+
+def run_restarts(
+    attack: str,
+    run: RestartRunner,
+    problem: MatchingProblem,
+    starts: Iterable[tuple[int, list[Tensor]]],
+    options: MatchingOptions,
+    recovered: bool,
+    start: float,
+) -> Reconstruction:
+    """``run`` the restarts from ``starts`` on ``problem``; the best one as a reconstruction
+    (``start``: the ``time.perf_counter()`` at which the attack began)."""
+    results = [run(problem, options, restart, variables) for restart, variables in starts]
+    return best_reconstruction(attack, problem, results, time.perf_counter() - start, recovered)

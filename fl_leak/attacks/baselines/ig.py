@@ -83,9 +83,11 @@ class StepDecay:
             group["lr"] = self.lr * 0.1**stage
 
 
-def _restart(
+def ig_restart(
     problem: MatchingProblem, options: IGOptions, restart: int, variables: list[Tensor]
 ) -> RestartResult:
+    """One restart of ``ig`` from ``variables`` (inputs, then label logits if optimised), matching
+    ``problem.trial_gradients`` to ``problem.observed``."""
     observed = torch.cat([g.reshape(-1) for g in problem.observed])
     inputs = variables[0]
     label_logits = variables[1] if len(variables) > 1 else None
@@ -134,4 +136,4 @@ def ig_attack(
     ``seed`` (0), ``device`` ("cpu"), ``dtype`` (None: the model's), ``threads`` (1: torch
     intra-op threads for the whole call, None keeps torch's setting; see :mod:`fl_leak.threads`).
     """
-    return run_attack("ig", _restart, model, gradients, input_shape, batch_size, labels, options)
+    return run_attack("ig", ig_restart, model, gradients, input_shape, batch_size, labels, options)

@@ -1,0 +1,227 @@
+"""The ``fedavg_hybrid`` attack: the linear/hybrid solve, corrected for the client's trajectory.
+
+A FedAvg client's update (in gradient units) is ``u(x) = sum_s grad L_s(w_s; x_s) / S``, with
+``w_{s+1} = w_s - lr grad L_s(w_s; x_s)``; the batch attack assumes ``g(x) = grad L(w_0; x)``, the
+batch-mean gradient of all ``M`` samples at the sent weights, which ``u`` equals to first order in
+the learning rate (for equal batches). The attack solves the fixed point
+
+    x = solve(u_obs - [u(x) - g(x)])
+
+from the first-order estimate ``x = solve(u_obs)``: at the true samples the corrected target is
+exactly ``g(x)``, the gradient the batch solve inverts. Each iteration simulates the trajectory of
+the current estimate in the order that best reproduces the observed update
+(:mod:`fl_leak.attacks.fedavg.order`), re-solves with the correction (labels kept from the first
+solve), matches the new samples to the previous ones, and takes the next estimate from an
+Anderson extrapolation of the iterates (:mod:`fl_leak.attacks.fedavg.anderson`). It stops when
+the update-reproduction residual reaches ``trajectory_tolerance`` or has not fallen by a tenth
+for ``STALL`` iterations, and returns the estimate with the lowest residual.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from fl_leak.attacks.fedavg.anderson import Anderson
+from fl_leak.attacks.fedavg.order import OrderSearch, best_order, distinct_orders
+from fl_leak.attacks.fedavg.schedule import (
+    Order,
+    Schedule,
+    ScheduleOptions,
+    batch_gradient,
+    relative_distance,
+    simulate_update,
+)
+from fl_leak.attacks.linear.attack import check_chain
+from fl_leak.attacks.linear.chain import parse_chain
+from fl_leak.attacks.linear.hybrid import HybridOptions, hybrid_attack
+from fl_leak.attacks.linear.last_layer import solve_last_layer
+from fl_leak.attacks.linear.walk import last_layer_of
+from fl_leak.attacks.registry import register_attack
+from fl_leak.attacks.result import Reconstruction, TrajectoryDiagnostics
+from fl_leak.errors import FlLeakError
+from fl_leak.options import check_non_negative, check_non_negative_int, torch_device, torch_dtype
+
+STALL = 3  # iterations without progress that end the fixed point
+PROGRESS = 0.9  # progress: the best residual falls by this factor at least
+CONSISTENCY_LIMIT = 120  # orders whose corrected targets are judged one by one (5 samples)
+
+
+@dataclass(frozen=True)
+class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
+    """Options of ``fedavg_hybrid``: ``hybrid``'s (:class:`HybridOptions`), the client's schedule
+    (:class:`~fl_leak.attacks.fedavg.schedule.ScheduleOptions`: ``local_lr``, ``local_steps``,
+    ``local_batch_size``, ``local_epochs``), and the fixed point's ``trajectory_iterations``
+    (re-solves after the first-order one, >= 0), ``trajectory_tolerance`` (residual at which it
+    stops), ``damping`` (share of each re-solve's move taken, in (0, 1]) and ``anderson_memory``
+    (iterates the Anderson acceleration extrapolates from; 0: plain damped iteration)."""
+
+    trajectory_iterations: int = 30
+    trajectory_tolerance: float = 1e-9
+    damping: float = 1.0
+    anderson_memory: int = 5
+
+    def __post_init__(self) -> None:
+        HybridOptions.__post_init__(self)
+        self.check_schedule()
+        check_non_negative_int("trajectory_iterations", self.trajectory_iterations)
+        check_non_negative("trajectory_tolerance", self.trajectory_tolerance)
+        check_non_negative_int("anderson_memory", self.anderson_memory)
+        if not (isinstance(self.damping, int | float) and 0 < self.damping <= 1):
+            raise FlLeakError(f"damping must be in (0, 1], got {self.damping!r}")
+
+
+def match_samples(new: Tensor, old: Tensor, labels: Tensor) -> Tensor:
+    """``new``'s samples reordered to line up with ``old``'s (same labels row by row; the batch
+    solve may return samples of one class in any order)."""
+    cost = torch.cdist(new.flatten(1).double(), old.flatten(1).double()).cpu()
+    cost = torch.where(labels[:, None] == labels[None, :], cost, torch.inf)
+    rows, columns = linear_sum_assignment(cost.numpy())
+    permutation = torch.empty(len(labels), dtype=torch.long)
+    permutation[torch.from_numpy(columns)] = torch.from_numpy(rows)
+    return new[permutation]
+
+
+@dataclass
+class _Fit:
+    """The estimate with the lowest residual so far, and the fixed point's course."""
+
+    inputs: Tensor
+    search: OrderSearch
+    residuals: list[float]
+    evaluated: int = 0
+    since_best: int = 0
+
+    def add(self, inputs: Tensor, search: OrderSearch) -> None:
+        self.residuals.append(search.residual)
+        self.evaluated += search.evaluated
+        improved = search.residual < PROGRESS * self.search.residual
+        self.since_best = 0 if improved else self.since_best + 1
+        if search.residual < self.search.residual:
+            self.inputs, self.search = inputs, search
+
+    def stalled(self) -> bool:
+        """Whether the last ``STALL`` iterations all failed to lower the best residual by the
+        factor ``PROGRESS``."""
+        return self.since_best >= STALL
+
+
+def last_layer_residual(
+    model: nn.Module, gradients: list[Tensor], input_shape: tuple[int, ...], labels: Tensor
+) -> float:
+    """Residual of the last layer's solve for ``gradients``: how far they are from the gradients
+    of any batch with these labels at the last layer."""
+    chain = parse_chain(model, gradients, input_shape, gradients[0].dtype, gradients[0].device)
+    return solve_last_layer(last_layer_of(chain), labels).residual
+
+
+def _first_order(
+    schedule: Schedule,
+    estimate: Tensor,
+    residual: Callable[[Tensor, Order], float],
+    corrected: Callable[[Tensor, Order], list[Tensor]],
+    consistency: Callable[[list[Tensor]], float],
+) -> OrderSearch:
+    """The order to start the fixed point with, from the first-order estimate.
+
+    The first-order estimate fits the update as one batch, so its simulated update is closest in
+    the order whose trajectory moves least, not in the client's. Where the orders are few, each
+    is judged instead by how consistent its corrected target is (``consistency``: the last
+    layer's residual); else the update residual's search runs.
+    """
+    orders = distinct_orders(schedule, CONSISTENCY_LIMIT)
+    if schedule.steps == 1 or orders is None or len(orders) == 1:
+        return best_order(schedule, partial(residual, estimate))
+    scores = [consistency(corrected(estimate, order)) for order in orders]
+    chosen = orders[min(range(len(orders)), key=scores.__getitem__)]
+    return OrderSearch(chosen, residual(estimate, chosen), len(orders))
+
+
+@register_attack("fedavg_hybrid", FedAvgHybridOptions, accepts=check_chain)
+def fedavg_hybrid_attack(
+    model: nn.Module,
+    gradients: Sequence[Tensor],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    labels: Tensor | None,
+    options: FedAvgHybridOptions,
+) -> Reconstruction:
+    """Reconstruct every sample of a FedAvg client's local training (module docstring).
+
+    ``gradients``: the update in gradient units, ``(w_sent - w_returned) / (local_lr * steps)``;
+    ``batch_size``: the number of distinct samples trained on. Options: the fields of
+    :class:`FedAvgHybridOptions`. ``trajectory`` of the result reports the iterations, the
+    residual after each and the order found.
+    """
+    schedule = options.schedule(batch_size)
+    dtype, device = torch_dtype(options.dtype), torch_device(options.device)
+    work = copy.deepcopy(model).to(dtype=dtype, device=device)
+    observed = [g.detach().to(dtype=dtype, device=device) for g in gradients]
+    first = hybrid_attack(model, observed, input_shape, batch_size, labels, options)
+    # the re-solves keep the first solve's choice (and skip its rank probes)
+    resolve = replace(options, correct="always" if first.layers[0].corrected else "never")
+    labels = first.labels.to(device)
+    estimate = first.inputs.to(dtype=dtype, device=device)
+
+    def residual(inputs: Tensor, order: Order) -> float:
+        simulated = simulate_update(work, inputs, labels, schedule, order)
+        return relative_distance(simulated, observed)
+
+    def corrected(inputs: Tensor, order: Order) -> list[Tensor]:
+        """The target of the next solve: the update less the trajectory's correction."""
+        simulated = simulate_update(work, inputs, labels, schedule, order)
+        linear = batch_gradient(work, inputs, labels)
+        return [o - (s - g) for o, s, g in zip(observed, simulated, linear, strict=True)]
+
+    search = _first_order(
+        schedule,
+        estimate,
+        residual,
+        corrected,
+        lambda target: last_layer_residual(model, target, input_shape, labels),
+    )
+    fit = _Fit(estimate, search, [search.residual], search.evaluated)
+    notes = [*first.notes, f"first-order estimate: all {batch_size} samples as one batch"]
+    acceleration = Anderson(options.anderson_memory, options.damping)
+    iteration = 0
+    # one step: the update is the batch gradient itself, nothing to correct
+    while (
+        schedule.steps > 1
+        and iteration < options.trajectory_iterations
+        and search.residual > options.trajectory_tolerance
+        and not fit.stalled()
+    ):
+        iteration += 1
+        target = corrected(estimate, search.order)
+        solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
+        moved = match_samples(solved.inputs.to(estimate), estimate, labels)
+        estimate = acceleration.step(estimate, moved)
+        search = best_order(schedule, partial(residual, estimate), search.order)
+        fit.add(estimate, search)
+    converged = fit.search.residual <= options.trajectory_tolerance
+    notes.append(
+        f"trajectory fixed point: {iteration} iterations, update residual "
+        f"{fit.residuals[0]:.3e} -> {fit.search.residual:.3e}"
+        + ("" if converged else f" (tolerance {options.trajectory_tolerance:g} not reached)")
+    )
+    return Reconstruction(
+        inputs=fit.inputs.detach().cpu(),
+        labels=labels.cpu(),
+        layers=first.layers,
+        attack="fedavg_hybrid",
+        labels_recovered=first.labels_recovered,
+        notes=notes,
+        trajectory=TrajectoryDiagnostics(
+            iterations=iteration,
+            residuals=fit.residuals,
+            order=[list(visit) for visit in fit.search.order],
+            orders_evaluated=fit.evaluated,
+            converged=converged,
+        ),
+    )
