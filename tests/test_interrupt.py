@@ -30,6 +30,17 @@ def _session_processes(session: int) -> list[int]:
     return found
 
 
+def _session_processes_after(session: int, grace: float) -> list[int]:
+    """The session's live processes once they are gone or ``grace`` seconds have passed (a
+    worker killed at shutdown may still be exiting when the run's own process has)."""
+    deadline = time.monotonic() + grace
+    left = _session_processes(session)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _session_processes(session)
+    return left
+
+
 def _wait_for_records(results: Path, process: subprocess.Popen, count: int) -> None:
     deadline = time.monotonic() + 300
     while not (results.exists() and len(results.read_text().splitlines()) >= count):
@@ -66,7 +77,7 @@ def test_a_signal_stops_a_run_mid_round_and_keeps_its_records(
         output, _ = process.communicate(timeout=60)
         stop_seconds = time.monotonic() - sent
     finally:
-        left = _session_processes(process.pid)
+        left = _session_processes_after(process.pid, grace=10.0)
         for pid in left:
             os.kill(pid, signal.SIGKILL)
 
