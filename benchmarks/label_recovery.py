@@ -12,7 +12,7 @@ batches of its own shard of the same images from the global weights, and the ser
 clients' weights. Untrained (0 rounds) is the setting the method is built for.
 
     python benchmarks/label_recovery.py [--quick] [--models cnn2_c1,lenet] [--trials 20]
-    python benchmarks/label_recovery.py --diagnose --batch-sizes 32,64,128
+    python benchmarks/label_recovery.py --diagnose --batch-sizes 32,64,128 [--rounds 0]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--rounds", default="0,1,5,20", help="FedAvg rounds before attacking")
     parser.add_argument("--trials", type=int, default=20, help="batches per cell")
     parser.add_argument("--quick", action="store_true", help="5 batches, 2 nets, fewer cells")
-    parser.add_argument("--diagnose", action="store_true", help="what limits it (untrained)")
+    parser.add_argument("--diagnose", action="store_true", help="what limits the estimate")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.rounds = "cnn2_c1,flower_cnn", "1,8,32,128", "0,5"
@@ -166,22 +166,34 @@ def main() -> None:
     data = load_dataset("embedded")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     networks = [(n, int(c)) for n in args.models.split(",") for c in args.classes.split(",")]
-    if args.diagnose:
-        print(
-            "untrained, random batches: output spread (mean std) | error of the fitted mean "
-            "output | max count error from true class means | from implied ones | labels wrong"
-        )
-        for name, classes in networks:
+    trained: dict[tuple[str, int, int], tuple[nn.Module, Tensor, Tensor]] = {}
+
+    def network(name: str, classes: int, rounds: int) -> tuple[nn.Module, Tensor, Tensor]:
+        """The model after ``rounds`` FedAvg rounds, with the images and labels of its classes."""
+        if (name, classes, rounds) not in trained:
             keep = data.labels < classes
             images, labels = data.images[keep].float() / 255, data.labels[keep]
             model = fl_leak.build_model(name, seed=0, num_classes=classes)
-            for size in sizes:
-                cells = diagnose(model, images, labels, classes, size, args.trials)
-                print(f"{name:<11} {classes:>2} B={size:<4}" + "".join(f" {v:9.4f}" for v in cells))
-        print(f"\n{time.perf_counter() - start:.0f} s on 1 thread")
-        return
-    trained: dict[tuple[str, int, int], nn.Module] = {}
+            fedavg(model, images, labels, rounds, seed=rounds)
+            trained[name, classes, rounds] = model, images, labels
+        return trained[name, classes, rounds]
+
     for rounds in (int(r) for r in args.rounds.split(",")):
+        if args.diagnose:
+            print(
+                f"\nafter {rounds} FedAvg rounds, random batches: output spread (mean std) | error "
+                "of the fitted mean output | max count error from true class means | from implied "
+                "ones | share of labels wrong"
+            )
+            for name, classes in networks:
+                model, images, labels = network(name, classes, rounds)
+                for size in (b for b in sizes if b <= labels.numel()):
+                    cells = diagnose(model, images, labels, classes, size, args.trials)
+                    print(
+                        f"{name:<11} {classes:>2} B={size:<4}"
+                        + "".join(f" {v:9.4f}" for v in cells)
+                    )
+            continue
         for every in (False, True):
             kind = "every class present" if every else "random batches"
             print(
@@ -190,25 +202,14 @@ def main() -> None:
             )
             print(f"{'model':<11} {'C':>2} " + " ".join(f"{'B=' + str(b):>11}" for b in sizes))
             for name, classes in networks:
-                keep = data.labels < classes
-                images, labels = data.images[keep].float() / 255, data.labels[keep]
-                if (name, classes, rounds) not in trained:
-                    model = fl_leak.build_model(name, seed=0, num_classes=classes)
-                    fedavg(model, images, labels, rounds, seed=rounds)
-                    trained[name, classes, rounds] = model
+                model, images, labels = network(name, classes, rounds)
                 cells = []
                 for size in sizes:
                     if size > labels.numel() or (every and size < classes):
                         cells.append(f"{'-':>11}")
                         continue
                     new, old = count_accuracy(
-                        trained[name, classes, rounds],
-                        images,
-                        labels,
-                        classes,
-                        size,
-                        every,
-                        args.trials,
+                        model, images, labels, classes, size, every, args.trials
                     )
                     cells.append(f"{new:>5.2f}/{old:<5.2f}")
                 print(f"{name:<11} {classes:>2} " + " ".join(cells), flush=True)

@@ -17,6 +17,16 @@ positive derivative: identity, tanh, sigmoid), the bias gradient is
   with each present class's own mean embedding, read from its row's deviation from ``g_j x``
   (iLRG's per-class embeddings), for networks whose outputs differ between classes.
 
+What limits it: with ``B`` above the number of classes ``C`` the weight gradient (rank ``<= C``)
+cannot give each sample's embedding, only class-level ones, and those only up to one common
+vector ``v``: moving the batch's mean embedding by ``v``, class ``j``'s by ``(p_j / a_j) v``
+(``a_j = n_j / B``) and the counts by ``B J W v`` (``J`` the softmax Jacobian) leaves ``g``
+and ``G`` unchanged to first order. The fit takes the member with the
+least spread of class means; an error ``e`` in the batch's mean output moves count ``j`` by
+about ``B p_j e``, so networks whose untrained outputs differ between classes (cnn2_c1, cnn2_c5)
+miss from ``B = 64``, while fed each class's true mean embedding (:func:`raw_counts`) the
+counts are exact.
+
 The bias-only estimate treats every class's mean probability as the mean ``g_j`` of the absent
 classes; it needs classes absent from the batch and is kept as the baseline.
 """
