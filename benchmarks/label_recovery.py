@@ -107,11 +107,16 @@ def diagnose(
     model: nn.Module, images: Tensor, labels: Tensor, classes: int, size: int, trials: int
 ) -> list[float]:
     """Means over random batches: output spread, error of the fitted mean output, largest count
-    error from the true class means and from the implied ones, share of labels wrong."""
+    error (raw counts clipped to ``[0, B]``) from the true class means and from the implied ones,
+    share of labels wrong."""
     head = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
     seen: list[Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
     totals = torch.zeros(5, dtype=torch.float64)
+
+    def clip(raw: Tensor) -> Tensor:  # as the rounding reads them: a saturated slope's 1e8 is B
+        return raw.nan_to_num(0.0).clamp(0, size)
+
     for index in batches(labels, classes, size, False, trials, seed=size):
         seen.clear()
         loss = F.cross_entropy(model(images[index]), labels[index])
@@ -136,8 +141,8 @@ def diagnose(
             [
                 float(outputs.std(0).mean()),
                 float((mean_error - mean_error.mean()).norm()),
-                float((raw_counts(layer, means, truth.double()) - truth).abs().max()),
-                float((raw_counts(layer, implied, found.double()) - truth).abs().max()),
+                float((clip(raw_counts(layer, means, truth.double())) - truth).abs().max()),
+                float((clip(raw_counts(layer, implied, found.double())) - truth).abs().max()),
                 float((found - truth).abs().sum()) / (2 * size),
             ],
             dtype=torch.float64,
