@@ -12,6 +12,7 @@ batches of its own shard of the same images from the global weights, and the ser
 clients' weights. Untrained (0 rounds) is the setting the method is built for.
 
     python benchmarks/label_recovery.py [--quick] [--models cnn2_c1,lenet] [--trials 20]
+    python benchmarks/label_recovery.py --diagnose --batch-sizes 32,64,128 [--rounds 0]
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fl_leak
-from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts
+from fl_leak.attacks.label_recovery import output_layer
+from fl_leak.attacks.labels import (
+    class_embeddings,
+    counts_from_weight_gradient,
+    estimate_label_counts,
+    labels_from_counts,
+    raw_counts,
+)
 from fl_leak.data import load_dataset
 
 
@@ -95,6 +103,54 @@ def count_accuracy(
     return float(right[0]) / trials, float(right[1]) / trials
 
 
+def diagnose(
+    model: nn.Module, images: Tensor, labels: Tensor, classes: int, size: int, trials: int
+) -> list[float]:
+    """Means over random batches: output spread, error of the fitted mean output, largest count
+    error (raw counts clipped to ``[0, B]``) from the true class means and from the implied ones,
+    share of labels wrong."""
+    head = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+    seen: list[Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
+    totals = torch.zeros(5, dtype=torch.float64)
+
+    def clip(raw: Tensor) -> Tensor:  # as the rounding reads them: a saturated slope's 1e8 is B
+        return raw.nan_to_num(0.0).clamp(0, size)
+
+    for index in batches(labels, classes, size, False, trials, seed=size):
+        seen.clear()
+        loss = F.cross_entropy(model(images[index]), labels[index])
+        layer = output_layer(model, torch.autograd.grad(loss, list(model.parameters())))
+        embeddings, truth = seen[0].double(), torch.bincount(labels[index], minlength=classes)
+        outputs = embeddings @ layer.weight.double().T
+        found = counts_from_weight_gradient(layer, size)
+        fitted = class_embeddings(
+            layer.weight_gradient.double(), layer.bias_gradient.double(), found.double(), False
+        )
+        assert fitted is not None
+        mean_error = (fitted[0] - embeddings.mean(0)) @ layer.weight.double().T
+        present = [
+            embeddings[labels[index] == c].mean(0) if truth[c] else None for c in range(classes)
+        ]
+        means = torch.stack([fitted[0] if m is None else m for m in present])
+        implied = class_embeddings(
+            layer.weight_gradient.double(), layer.bias_gradient.double(), found.double(), True
+        )
+        assert implied is not None
+        totals += torch.tensor(
+            [
+                float(outputs.std(0).mean()),
+                float((mean_error - mean_error.mean()).norm()),
+                float((clip(raw_counts(layer, means, truth.double())) - truth).abs().max()),
+                float((clip(raw_counts(layer, implied, found.double())) - truth).abs().max()),
+                float((found - truth).abs().sum()) / (2 * size),
+            ],
+            dtype=torch.float64,
+        )
+    hook.remove()
+    return (totals / trials).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", default="0,1,5,20", help="FedAvg rounds before attacking")
     parser.add_argument("--trials", type=int, default=20, help="batches per cell")
     parser.add_argument("--quick", action="store_true", help="5 batches, 2 nets, fewer cells")
+    parser.add_argument("--diagnose", action="store_true", help="what limits the estimate")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.rounds = "cnn2_c1,flower_cnn", "1,8,32,128", "0,5"
@@ -114,8 +171,34 @@ def main() -> None:
     data = load_dataset("embedded")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     networks = [(n, int(c)) for n in args.models.split(",") for c in args.classes.split(",")]
-    trained: dict[tuple[str, int, int], nn.Module] = {}
+    trained: dict[tuple[str, int, int], tuple[nn.Module, Tensor, Tensor]] = {}
+
+    def network(name: str, classes: int, rounds: int) -> tuple[nn.Module, Tensor, Tensor]:
+        """The model after ``rounds`` FedAvg rounds, with the images and labels of its classes."""
+        if (name, classes, rounds) not in trained:
+            keep = data.labels < classes
+            images, labels = data.images[keep].float() / 255, data.labels[keep]
+            model = fl_leak.build_model(name, seed=0, num_classes=classes)
+            fedavg(model, images, labels, rounds, seed=rounds)
+            trained[name, classes, rounds] = model, images, labels
+        return trained[name, classes, rounds]
+
     for rounds in (int(r) for r in args.rounds.split(",")):
+        if args.diagnose:
+            print(
+                f"\nafter {rounds} FedAvg rounds, random batches: output spread (mean std) | error "
+                "of the fitted mean output | max count error from true class means | from implied "
+                "ones | share of labels wrong"
+            )
+            for name, classes in networks:
+                model, images, labels = network(name, classes, rounds)
+                for size in (b for b in sizes if b <= labels.numel()):
+                    cells = diagnose(model, images, labels, classes, size, args.trials)
+                    print(
+                        f"{name:<11} {classes:>2} B={size:<4}"
+                        + "".join(f" {v:9.4f}" for v in cells)
+                    )
+            continue
         for every in (False, True):
             kind = "every class present" if every else "random batches"
             print(
@@ -124,25 +207,14 @@ def main() -> None:
             )
             print(f"{'model':<11} {'C':>2} " + " ".join(f"{'B=' + str(b):>11}" for b in sizes))
             for name, classes in networks:
-                keep = data.labels < classes
-                images, labels = data.images[keep].float() / 255, data.labels[keep]
-                if (name, classes, rounds) not in trained:
-                    model = fl_leak.build_model(name, seed=0, num_classes=classes)
-                    fedavg(model, images, labels, rounds, seed=rounds)
-                    trained[name, classes, rounds] = model
+                model, images, labels = network(name, classes, rounds)
                 cells = []
                 for size in sizes:
                     if size > labels.numel() or (every and size < classes):
                         cells.append(f"{'-':>11}")
                         continue
                     new, old = count_accuracy(
-                        trained[name, classes, rounds],
-                        images,
-                        labels,
-                        classes,
-                        size,
-                        every,
-                        args.trials,
+                        model, images, labels, classes, size, every, args.trials
                     )
                     cells.append(f"{new:>5.2f}/{old:<5.2f}")
                 print(f"{name:<11} {classes:>2} " + " ".join(cells), flush=True)

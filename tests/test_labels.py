@@ -8,7 +8,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fl_leak
-from fl_leak.attacks.labels import estimate_label_counts, labels_from_counts, round_counts
+from fl_leak.attacks.label_recovery import output_layer
+from fl_leak.attacks.labels import (
+    counts_from_weight_gradient,
+    estimate_label_counts,
+    labels_from_counts,
+    raw_counts,
+    round_counts,
+)
 from fl_leak.attacks.linear.attack import prepare
 from fl_leak.data import load_dataset
 from fl_leak.errors import FlLeakError, GradientMismatchError, InvalidGradientError
@@ -79,6 +86,53 @@ def test_a_network_after_some_training_is_counted_better_than_from_the_bias_grad
         right[0] += torch.equal(fl_leak.recover_labels(model, gradients, 8), truth)
         right[1] += torch.equal(labels_from_counts(estimate_label_counts(gradients[-1], 8)), truth)
     assert right[0] >= 8 and right[0] > right[1]
+
+
+def test_cnn2_c1_at_128_is_limited_by_the_class_means_the_gradients_imply():
+    # fed each class's true mean embedding, the count formula is within 0.01 of every count;
+    # the batch-mean fit from the gradients is not, and the counts miss by a few labels
+    model = fl_leak.build_model("cnn2_c1", seed=0, num_classes=10)
+    (images, labels), *_ = _every_class_batches(10, 128, count=1)
+    layer = output_layer(model, _gradients(model, images, labels))
+    embeddings = model[:3](images).detach()  # conv, tanh, flatten: the last layer's input
+    truth = torch.bincount(labels, minlength=10)
+    means = torch.stack([embeddings[labels == c].mean(0) for c in range(10)])
+    assert float((raw_counts(layer, means, truth.double()) - truth).abs().max()) < 0.01
+    found = counts_from_weight_gradient(layer, 128)
+    assert 0 < int((found - truth).abs().sum()) <= 16 and int(found.sum()) == 128
+
+
+def test_two_batches_with_different_counts_can_give_nearly_the_same_gradients():
+    # the limit above B = C: class k's samples share an embedding X[k]; moving the mean by v,
+    # class k's by (p_k / a_k) v (plus a small correction) and the counts by B J W v = e_0 - e_1
+    # changes the gradients by 0.5%, moving one sample plainly by 13-17%
+    torch.manual_seed(0)
+    model = nn.Linear(40, 10).double()
+    weight, bias = model.weight.detach(), model.bias.detach()
+    X = torch.rand(40, dtype=torch.float64) + 0.1 * torch.randn(10, 40, dtype=torch.float64)
+    counts = torch.tensor([13, 12, 13, 12, 13, 13, 13, 13, 13, 13])
+    a = counts.double() / 128
+    mean = a @ X
+    p = torch.softmax(weight @ mean + bias, 0)
+    jacobian = torch.diag(p) - torch.outer(p, p)
+    move = torch.zeros(10, dtype=torch.long)
+    move[0], move[1] = 1, -1
+    v = torch.linalg.pinv(weight) @ torch.linalg.pinv(128 * jacobian) @ move.double()
+    shift = jacobian @ weight @ v
+    X_moved = X + (p / a)[:, None] * v + (shift / a)[:, None] * (mean - X)
+
+    def batch_gradients(embeddings: Tensor, n: Tensor) -> list[Tensor]:
+        rows = torch.repeat_interleave(embeddings, n, dim=0)
+        return _gradients(model, rows, torch.repeat_interleave(torch.arange(10), n))
+
+    first = batch_gradients(X, counts)
+    family = batch_gradients(X_moved, counts + move)
+    plain = batch_gradients(X, counts + move)
+    change = [float((u - w).norm() / u.norm()) for u, w in zip(first, family, strict=True)]
+    plain_change = [float((u - w).norm() / u.norm()) for u, w in zip(first, plain, strict=True)]
+    assert max(change) < 0.01 and min(plain_change) > 0.1
+    found = [fl_leak.recover_labels(model, gradients, 128) for gradients in (first, family)]
+    assert torch.equal(found[0], found[1])  # one answer for two count vectors: one is wrong
 
 
 def test_huge_or_undefined_raw_counts_are_rounded_at_once():

@@ -53,8 +53,9 @@ def recover_labels(model: nn.Module, gradients: Sequence[Tensor], batch_size: in
     cross-entropy, as for :func:`fl_leak.reconstruct`). Only the last layer is used: its bias
     gradient says which classes are present, its weight gradient gives the batch's mean embedding
     and so each class's mean probability, hence the counts (:mod:`fl_leak.attacks.labels`).
-    Exact on untrained networks for most batches up to a few hundred samples; less so as the
-    network trains.
+    Exact on untrained networks whose outputs vary little between samples (lenet, flower_cnn:
+    batches of 128); where they differ between classes (cnn2_c1, cnn2_c5) from ``B = 64``, and
+    as the network trains, some counts miss by one or two (docs/attack.md#labels).
 
     >>> import torch, torch.nn.functional as F, fl_leak
     >>> model = fl_leak.build_model("lenet", seed=0)

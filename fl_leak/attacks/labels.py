@@ -17,6 +17,16 @@ positive derivative: identity, tanh, sigmoid), the bias gradient is
   with each present class's own mean embedding, read from its row's deviation from ``g_j x``
   (iLRG's per-class embeddings), for networks whose outputs differ between classes.
 
+What limits it: with ``B`` above the number of classes ``C`` the weight gradient (rank ``<= C``)
+cannot give each sample's embedding, only class-level ones, and those only up to one common
+vector ``v``: moving the batch's mean embedding by ``v``, class ``j``'s by ``(p_j / a_j) v``
+(``a_j = n_j / B``) and the counts by ``B J W v`` (``J`` the softmax Jacobian) leaves ``g``
+and ``G`` unchanged to first order. The fit takes the member with the
+least spread of class means; an error ``e`` in the batch's mean output moves count ``j`` by
+about ``B p_j e``, so networks whose untrained outputs differ between classes (cnn2_c1, cnn2_c5)
+miss from ``B = 64``, while fed each class's true mean embedding (:func:`raw_counts`) the
+counts are exact.
+
 The bias-only estimate treats every class's mean probability as the mean ``g_j`` of the absent
 classes; it needs classes absent from the batch and is kept as the baseline.
 """
@@ -93,6 +103,21 @@ def class_embeddings(
     return embeddings
 
 
+def raw_counts(layer: LastLayer, embeddings: Tensor, counts: Tensor) -> Tensor:
+    """Real-valued class counts implied by the bias gradient when class ``k``'s samples all have
+    the mean embedding ``embeddings[k]`` and ``counts`` (float64) samples per class weight the
+    other classes' shares: ``n_i = (sum_k n_k s'_ki q_ki - B g_i) / s'_ii``, with ``B`` the sum of
+    ``counts``, ``q_k`` and ``s'_k`` the softmax and final slopes at class ``k``'s outputs.
+    """
+    g = layer.bias_gradient.detach().double().cpu()
+    W = layer.weight.detach().double().cpu()
+    b = layer.bias.detach().double().cpu()
+    outputs = layer.activation.forward(embeddings.double() @ W.T + b)
+    slope = layer.activation.derivative(outputs).clamp_min(torch.finfo(g.dtype).tiny)
+    share = (counts[:, None] * slope * torch.softmax(outputs, dim=1)).sum(0)
+    return (share - float(counts.sum()) * g) / torch.diagonal(slope)
+
+
 def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
     """Per-class sample counts (summing to ``batch_size``) from the last layer's weight and bias
     gradients and its weights (module docstring).
@@ -104,19 +129,13 @@ def counts_from_weight_gradient(layer: LastLayer, batch_size: int) -> Tensor:
     """
     g = layer.bias_gradient.detach().double().cpu()
     G = layer.weight_gradient.detach().double().cpu()
-    W = layer.weight.detach().double().cpu()
-    b = layer.bias.detach().double().cpu()
     counts = estimate_label_counts(g, batch_size)
     for per_class in (False, True):
         for _ in range(ROUNDS):
             embeddings = class_embeddings(G, g, counts.double(), per_class)
             if embeddings is None:  # a zero bias gradient: nothing to fit
                 return counts
-            outputs = layer.activation.forward(embeddings @ W.T + b)
-            slope = layer.activation.derivative(outputs).clamp_min(torch.finfo(g.dtype).tiny)
-            probabilities = torch.softmax(outputs, dim=1)
-            share = (counts[:, None] * slope * probabilities).sum(0)
-            raw = (share - batch_size * g) / torch.diagonal(slope)
+            raw = raw_counts(layer, embeddings, counts.double())
             updated = round_counts(raw, g < 0, batch_size)
             if torch.equal(updated, counts):
                 break
