@@ -1,12 +1,16 @@
-"""The linear attack on noisy updates: plain least squares against the noise-aware solve.
+"""The linear attack on noisy updates: the noise-aware solve with and without shrinkage to grey.
 
 For each setting (network, batch) and each perturbation of the update, the same noisy gradients
-are attacked twice in one run: with ``noise_aware=False`` (the least-squares solve at LSMR
-tolerance 1e-10 as before) and with the default noise-aware solve; the table gives the time and
-the PSNR (after Hungarian matching for a batch, labels recovered by the attack, reconstructions
-clamped to [0, 1]; a batch of ``B`` is the first embedded image of each of the classes
-``0 .. B-1``) of both, and the PSNR of the flat mean-colour image of each original (the
-"grey" reference a reconstruction should not fall below).
+are attacked side by side in one run: by the noise-aware walk without shrinkage (``shrink=False``:
+each layer stopped by the discrepancy principle, the flat least-squares input where it fits
+better), by the default (the same walk, then shrunk towards grey band by band with weights from a
+repeated walk), and with ``--plain`` also by the plain least-squares solve (``noise_aware=False``,
+slow: LSMR runs to its iteration limit). The table gives the time and the PSNR of each (after
+Hungarian matching for a batch, labels recovered by the attack, reconstructions clamped to [0, 1];
+a batch of ``B`` is the first embedded image of each of the classes ``0 .. B-1``), the PSNR of
+the flat grey image (0.5 everywhere, the image the shrinkage falls back to) and of each
+original's own mean colour (an oracle: the attack does not know it), and the cost of the default
+on the noisy update over the attack on the clean one (``clean s``, measured once per setting).
 
 Perturbations: relative Gaussian noise (std ``sigma`` times each gradient tensor's RMS; float64
 gradients), and local DP as the ``clip_noise`` defense applies it with ``where=client`` (a float32
@@ -14,6 +18,7 @@ FedSGD update of learning rate 0.1 clipped to L2 norm 0.5, Gaussian noise of std
 ``noise_multiplier * 0.5`` per entry; the server's gradient is ``(sent - returned) / lr``).
 
     python benchmarks/bench_noise.py [--settings lenet:1,cnn2_c5:1,cnn2_c5:4] [--dp 0.001,0.1]
+        [--levels 0.001,0.01,0.1,1] [--plain]
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from fl_leak.data import load_dataset
 from fl_leak.defenses.privacy import ClipNoise
 from fl_leak.metrics import psnr, score_batch
 
-SETTINGS = "lenet:1,cnn2_c5:1,cnn2_c5:4"
-LEVELS = (0.0, 1e-3, 1e-2, 1e-1)
+SETTINGS = "lenet:1,lenet:4,cnn2_c5:1,cnn2_c5:4,cnn2_c1:1,cnn2_c1:4"
+LEVELS = (1e-3, 1e-2, 1e-1, 1.0)
 DP = (0.001, 0.01, 0.1)
 LR, CLIP = 0.1, 0.5
 
@@ -64,12 +69,12 @@ def first_of_classes(labels: Tensor, count: int) -> list[int]:
 
 
 def attack(
-    model: nn.Module, gradients: list[Tensor], images: Tensor, aware: bool
+    model: nn.Module, gradients: list[Tensor], images: Tensor, **options: object
 ) -> tuple[float, float]:
-    """Seconds and mean PSNR of the linear attack on ``gradients``."""
+    """Seconds and mean PSNR of the linear attack on ``gradients`` with ``options``."""
     start = time.perf_counter()
     result = fl_leak.reconstruct(
-        model, gradients, batch_size=images.shape[0], attack="linear", noise_aware=aware
+        model, gradients, batch_size=images.shape[0], attack="linear", **options
     )
     seconds = time.perf_counter() - start
     scores = score_batch(images, result.inputs.clamp(0, 1).to(images.dtype))
@@ -83,21 +88,28 @@ def main() -> None:
     parser.add_argument("--settings", default=SETTINGS, help="network:batch,...")
     parser.add_argument("--levels", default=",".join(f"{v:g}" for v in LEVELS))
     parser.add_argument("--dp", default=",".join(f"{v:g}" for v in DP), help="noise multipliers")
+    parser.add_argument("--plain", action="store_true", help="also the plain least squares")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("embedded")
+    methods = {"current": {"shrink": False}, "default": {}}
+    if args.plain:
+        methods = {"plain": {"noise_aware": False}, **methods}
     print(
-        f"{'network':<8} {'B':>2} {'perturbation':<16} {'old s':>7} {'old dB':>7} "
-        f"{'new s':>7} {'new dB':>7} {'grey dB':>7}"
+        f"{'network':<8} {'B':>2} {'perturbation':<16} {'clean s':>7} "
+        + " ".join(f"{m + ' s':>9} {m + ' dB':>10}" for m in methods)
+        + f" {'grey dB':>7} {'colour dB':>9} {'cost x':>6}"
     )
     for setting in args.settings.split(","):
         name, batch = setting.split(":")
         chosen = first_of_classes(data.labels, int(batch))
         images, labels = data.images[chosen].double() / 255, data.labels[chosen]
-        grey = float(psnr(images, images.mean((2, 3), keepdim=True).expand_as(images)).mean())
+        grey = float(psnr(images, torch.full_like(images, 0.5)).mean())
+        colour = float(psnr(images, images.mean((2, 3), keepdim=True).expand_as(images)).mean())
         model = fl_leak.build_model(name, seed=0, num_classes=12).double()
         loss = F.cross_entropy(model(images), labels)
         exact = [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
+        clean, _ = attack(model, exact, images)
         cases = [
             (f"sigma {float(v):g}", relative_noise(exact, float(v), 0))
             for v in args.levels.split(",")
@@ -108,11 +120,11 @@ def main() -> None:
                 for v in args.dp.split(",")
             ]
         for label, gradients in cases:
-            old = attack(model, gradients, images, aware=False)
-            new = attack(model, gradients, images, aware=True)
+            runs = {m: attack(model, gradients, images, **o) for m, o in methods.items()}
             print(
-                f"{name:<8} {batch:>2} {label:<16} {old[0]:>7.2f} {old[1]:>7.1f} "
-                f"{new[0]:>7.2f} {new[1]:>7.1f} {grey:>7.1f}",
+                f"{name:<8} {batch:>2} {label:<16} {clean:>7.2f} "
+                + " ".join(f"{t:>9.2f} {db:>10.1f}" for t, db in runs.values())
+                + f" {grey:>7.1f} {colour:>9.1f} {runs['default'][0] / clean:>6.1f}",
                 flush=True,
             )
 

@@ -11,7 +11,15 @@ from torch import Tensor, nn
 from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
-from fl_leak.attacks.linear.noise import NoiseOptions, noisy_update
+from fl_leak.attacks.linear.noise import (
+    SHRUNK,
+    NoiseOptions,
+    chain_gradients,
+    noisy_copy,
+    noisy_update,
+    shrink_note,
+    shrink_towards_grey,
+)
 from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
 from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
@@ -125,14 +133,36 @@ def run_walk(
             last_layer_of(chain), labels, noise_level=level if noisy else 0.0
         )
     result = walk(
-        chain,
-        labels,
-        options,
-        last,
-        options.pool_rounds,
-        options.pool_restarts,
-        noise=options,
+        chain, labels, options, last, options.pool_rounds, options.pool_restarts, noise=options
     )
+    if (
+        options.shrink
+        and options.input_range
+        and (result.layers[-1].noise_level > options.noise_threshold)
+    ):
+        estimate = result.inputs[0]
+        reference = estimate.clamp(*options.input_range)
+        observed = [(block.weight_gradient, block.bias_gradient) for block in chain.blocks]
+        synthetic = chain_gradients(chain, reference, labels)
+        errors = []
+        for copy, truth in (
+            (noisy_copy(chain, observed, batch_size), estimate),
+            (noisy_copy(chain, list(synthetic), batch_size), reference),
+        ):
+            repeat = walk(
+                copy,
+                labels,
+                options,
+                None,
+                options.pool_rounds,
+                options.pool_restarts,
+                noise=options,
+            )
+            errors.append(repeat.inputs[0].reshape(estimate.shape) - truth)
+        shrinkage = shrink_towards_grey(estimate, errors, options.input_range)
+        result.inputs[0] = shrinkage.inputs
+        result.layers[0].stop_reason += f"{SHRUNK} (weight {shrinkage.weight:.2f})"
+        result.notes.append(shrink_note(shrinkage))
     return chain, result, labels, recovered
 
 

@@ -18,6 +18,7 @@ from fl_leak.attacks.linear.noise import (
     flat_solution,
     forward_weights,
     gradient_mismatch,
+    grey_inputs,
     noisy_update,
     project_to_range,
     solve_discrepancy,
@@ -137,6 +138,9 @@ def walk(
     inputs, systems, notes = [x_above], [], []
     layers = [_last_layer_diagnostics(last, solution, time.perf_counter() - start, batch)]
     layers[0].noise_level = level
+    starts: list[Tensor | None] = [None] * len(chain.blocks)
+    if noisy and noise.input_range is not None:
+        starts = list(grey_inputs(chain, batch, noise.input_range))
     for block in reversed(chain.blocks[:-1]):
         start = time.perf_counter()
         if noisy:
@@ -161,7 +165,9 @@ def walk(
                 valid=inversion.valid,
             )
             if noisy:
-                x, report = solve_discrepancy(system, noise, options.max_iterations)
+                x, report = solve_discrepancy(
+                    system, noise, options.max_iterations, starts[block.index]
+                )
                 found = report.noise_level
                 if block is chain.blocks[0]:
                     weights = forward_weights(block.activation, x_above)
