@@ -127,6 +127,43 @@ def _pixel_major_patches(system: LayerSystem) -> Tensor:
     return torch.where(index >= 0, pixel, -1)
 
 
+# band slots by layer geometry (_band_slots): every update of a round, every round, shares them
+_SLOTS: dict[tuple[object, ...], Tensor] = {}
+MAX_CACHED_GEOMETRIES = 8
+
+
+def _band_slots(system: LayerSystem, layout: _Layout) -> Tensor:
+    """For each entry ``(l, q, p)`` of the patches' stacked ``Q x Q`` Gram matrices, its flat
+    position in the band of diagonal and sub-diagonal blocks ``(blocks, 2, size, size)``; entries
+    in the upper blocks or at padding go to a discarded slot at the end. Depends on the layer's
+    geometry only, so it is kept for the next system of the same geometry."""
+    operator = system.operator
+    assert isinstance(operator, Conv2dOperator)
+    key = (
+        operator.in_shape,
+        tuple(operator.weight.shape[2:]),
+        operator.stride,
+        operator.padding,
+        operator.dilation,
+        layout.rows_per_block,
+        str(system.target.device),
+    )
+    if key in _SLOTS:
+        return _SLOTS[key]
+    pixel = _pixel_major_patches(system).T  # (L, Q)
+    row, column = pixel[:, :, None], pixel[:, None, :]
+    size = layout.block_size
+    row_block, column_block = row // size, column // size
+    kind = row_block - column_block  # 0: diagonal block, 1: the block below it
+    slot = ((row_block * 2 + kind) * size + row % size) * size + column % size
+    keep = (row >= 0) & (column >= 0) & ((kind == 0) | (kind == 1))
+    slot = torch.where(keep, slot, layout.blocks * 2 * size**2).reshape(-1)
+    if len(_SLOTS) >= MAX_CACHED_GEOMETRIES:
+        _SLOTS.pop(next(iter(_SLOTS)))
+    _SLOTS[key] = slot
+    return slot
+
+
 def _forward_normal_blocks(system: LayerSystem, layout: _Layout) -> tuple[Tensor, Tensor]:
     """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample (one, shared by all, where
     the samples' forward rows are the same), by indexing.
@@ -140,19 +177,10 @@ def _forward_normal_blocks(system: LayerSystem, layout: _Layout) -> tuple[Tensor
     scale = torch.broadcast_to(system.forward_scale, system.target.shape)[:batch]
     squares = scale.reshape(batch, channels, -1).square()
     gram = torch.einsum("oq,bol,op->blqp", weight, squares, weight)  # (B, L, Q, Q)
-    pixel = _pixel_major_patches(system).T  # (L, Q)
-    row, column = pixel[:, :, None], pixel[:, None, :]
-    size = layout.block_size
-    row_block, column_block = row // size, column // size
-    kind = row_block - column_block  # 0: diagonal block, 1: the block below it
-    slot = ((row_block * 2 + kind) * size + row % size) * size + column % size
-    # entries in the upper blocks or at padding go to a discarded slot at the end
-    trash = layout.blocks * 2 * size**2
-    keep = (row >= 0) & (column >= 0) & ((kind == 0) | (kind == 1))
-    slot = torch.where(keep, slot, trash)
+    trash = layout.blocks * 2 * layout.block_size**2
     band = gram.new_zeros(batch, trash + 1)
-    band.index_add_(1, slot.reshape(-1), gram.reshape(batch, -1))
-    band = band[:, :trash].reshape(batch, layout.blocks, 2, size, size)
+    band.index_add_(1, _band_slots(system, layout), gram.reshape(batch, -1))
+    band = band[:, :trash].reshape(batch, layout.blocks, 2, layout.block_size, layout.block_size)
     return band[:, :, 0], band[:, 1:, 1]
 
 
