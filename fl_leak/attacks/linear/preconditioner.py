@@ -8,12 +8,14 @@ gradient part has rank at most the number of gradient rows ``m``. The preconditi
 
     P = A^T F^2 A + delta I + K^T K,
 
-applied exactly: a block-tridiagonal Cholesky factorisation of ``S = A^T F^2 A + delta I`` and the
-Woodbury identity ``P^-1 = S^-1 - S^-1 L (I + L^T S^-1 L)^-1 L^T S^-1`` with ``L = K^T``
-(``m`` columns). ``delta`` (a small multiple of ``S``'s mean diagonal) only keeps ``S`` definite
-where the forward rows leave pixels undetermined; the Woodbury term restores them from the gradient
-rows. ``P^-1 U^T U`` is then the identity up to ``delta`` and rounding, and a conjugate-gradient
-solve converges in a handful of iterations.
+applied exactly: a block-tridiagonal Cholesky factorisation ``S = L_S L_S^T`` of
+``S = A^T F^2 A + delta I`` and, with ``L = K^T`` (``m`` columns) and ``H = L_S^-1 L``,
+``P = L_S (I + H H^T) L_S^T``, inverted by the Woodbury identity
+``(I + H H^T)^-1 = I - H (I + H^T H)^-1 H^T``: one forward and one backward block sweep per
+application. ``delta`` (a small multiple of ``S``'s mean diagonal) only keeps ``S`` definite
+where the forward rows leave pixels undetermined; the Woodbury term restores them from the
+gradient rows. ``P^-1 U^T U`` is then the identity up to ``delta`` and rounding, and a
+conjugate-gradient solve converges in a handful of iterations.
 
 ``S`` and ``L`` are assembled by indexing the convolution's patches (its ``patch_index``): each
 output position adds its patch's ``Q x Q`` Gram matrix of the scaled weights to ``S``, and each
@@ -220,9 +222,10 @@ class NormalPreconditioner:
             last = diagonal[:, -1]
             last[:, padded[first:], padded[first:]] = 1.0
         self._factor(diagonal, lower)
-        self.columns = _gradient_columns(system, self.layout)
-        half = self._forward_sweep(self.columns).reshape(-1, system.num_gradient_rows)
-        capacity = half.T @ half  # L^T S^-1 L
+        # H = L_S^-1 L (S = L_S L_S^T): P = L_S (I + H H^T) L_S^T
+        half = self._forward_sweep(_gradient_columns(system, self.layout))
+        self.half = half.reshape(-1, system.num_gradient_rows)
+        capacity = self.half.T @ self.half  # L^T S^-1 L
         capacity.diagonal().add_(1.0)
         self.capacity, info = torch.linalg.cholesky_ex(capacity)
         if int(info) != 0:
@@ -269,37 +272,33 @@ class NormalPreconditioner:
         return self._shared(self._backward_loop, v)
 
     def _forward_loop(self, v: Tensor) -> Tensor:
-        solved: list[Tensor] = []
+        solved = torch.empty_like(v)
         for index, factor in enumerate(self.factors):
             rhs = v[:, index]
-            if index:
-                rhs = rhs - self.couplings[index - 1] @ solved[-1]
-            solved.append(torch.linalg.solve_triangular(factor, rhs, upper=False))
-        return torch.stack(solved, dim=1)
+            if index:  # v_i - L_{i,i-1} y_{i-1}
+                rhs = torch.baddbmm(rhs, self.couplings[index - 1], solved[:, index - 1], alpha=-1)
+            torch.linalg.solve_triangular(factor, rhs, upper=False, out=solved[:, index])
+        return solved
 
     def _backward_loop(self, v: Tensor) -> Tensor:
-        solved: list[Tensor] = []
+        solved = torch.empty_like(v)
         for index in reversed(range(len(self.factors))):
             rhs = v[:, index]
-            if solved:
-                rhs = rhs - self.couplings[index].transpose(-1, -2) @ solved[-1]
+            if index + 1 < len(self.factors):  # v_i - L_{i+1,i}^T y_{i+1}
+                coupling = self.couplings[index].transpose(-1, -2)
+                rhs = torch.baddbmm(rhs, coupling, solved[:, index + 1], alpha=-1)
             factor = self.factors[index].transpose(-1, -2)
-            solved.append(torch.linalg.solve_triangular(factor, rhs, upper=True))
-        return torch.stack(solved[::-1], dim=1)
-
-    def _solve_forward_part(self, v: Tensor) -> Tensor:
-        """``S^-1 v``."""
-        return self._backward_sweep(self._forward_sweep(v))
+            torch.linalg.solve_triangular(factor, rhs, upper=True, out=solved[:, index])
+        return solved
 
     def apply(self, v: Tensor) -> Tensor:
-        """``P^-1 v = S^-1 (v - L (I + L^T S^-1 L)^-1 L^T S^-1 v)``, ``v`` shaped as the
-        unknown ``(B, C, H, W)``."""
-        blocks = self.layout.to_blocks(v.unsqueeze(-1))
-        solved = self._solve_forward_part(blocks)
-        flat = self.columns.reshape(-1, self.columns.shape[-1])
-        weights = torch.cholesky_solve(flat.T @ solved.reshape(-1, 1), self.capacity)
-        corrected = blocks - (flat @ weights).reshape(blocks.shape)
-        return self.layout.from_blocks(self._solve_forward_part(corrected)).squeeze(-1)
+        """``P^-1 v = L_S^-T (w - H (I + H^T H)^-1 H^T w)`` with ``w = L_S^-1 v`` (Woodbury on
+        ``I + H H^T``), ``v`` shaped as the unknown ``(B, C, H, W)``."""
+        solved = self._forward_sweep(self.layout.to_blocks(v.unsqueeze(-1)))
+        flat = solved.reshape(-1, 1)
+        weights = torch.cholesky_solve(self.half.T @ flat, self.capacity)
+        corrected = (flat - self.half @ weights).reshape(solved.shape)
+        return self.layout.from_blocks(self._backward_sweep(corrected)).squeeze(-1)
 
 
 # preconditioners built, by the identity of their (live) system: the walk's solve and the hybrid
