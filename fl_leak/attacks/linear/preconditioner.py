@@ -41,10 +41,10 @@ from fl_leak.attacks.linear.system import LayerSystem
 # eigenvalues that matter, large enough that S's condition (<= 1 / DELTA) keeps the Woodbury
 # term's cancellation small
 DELTA = 1e-8
-# setup beyond this many floating-point operations is left to LSMR. Measured (one thread, side by
-# side, benchmarks/bench_solver.py --square-only): cnn2_c5's layer 0 (setup 0.4 GFLOP) and lenet's
-# (9.5 GFLOP: its 900 gradient rows make the Woodbury term dear) solve to the dense solve's
-# accuracy 35x and 14x faster than it
+# setup beyond this many floating-point operations is left to LSMR. Measured (side by side,
+# benchmarks/bench_solver.py --square-only, one thread, load 16): cnn2_c5's layer 0 (setup 0.4
+# GFLOP) and lenet's (9.5 GFLOP: its 900 gradient rows make the Woodbury term dear) solve to the
+# dense solve's accuracy 58x and 13x faster than it
 MAX_SETUP_FLOPS = 1e10
 # the gradient block L = K^T, materialised, may take at most this many bytes
 MAX_GRADIENT_BLOCK_BYTES = 2**28
