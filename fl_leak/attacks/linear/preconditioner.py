@@ -42,9 +42,9 @@ from fl_leak.attacks.linear.system import LayerSystem
 # term's cancellation small
 DELTA = 1e-8
 # setup beyond this many floating-point operations is left to LSMR. Measured (side by side,
-# benchmarks/bench_solver.py --square-only, one thread, load 16): cnn2_c5's layer 0 (setup 0.4
-# GFLOP) and lenet's (9.5 GFLOP: its 900 gradient rows make the Woodbury term dear) solve to the
-# dense solve's accuracy 58x and 13x faster than it
+# benchmarks/bench_solver.py --square-only, load 12-14): cnn2_c5's layer 0 (setup 0.4 GFLOP) and
+# lenet's (9.5 GFLOP: its 900 gradient rows make the Woodbury term dear) solve to the dense
+# solve's accuracy 39x and 13x faster than it on one thread, 46x and 10x on two
 MAX_SETUP_FLOPS = 1e10
 # the gradient block L = K^T, materialised, may take at most this many bytes
 MAX_GRADIENT_BLOCK_BYTES = 2**28
