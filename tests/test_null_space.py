@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch import nn
 
 import fl_leak
-from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
+from fl_leak.attacks.linear import preconditioner as preconditioner_module
+from fl_leak.attacks.linear.solver import (
+    SolverOptions,
+    null_space_share,
+    recovery_share,
+    solve_layer,
+)
 from fl_leak.metrics import psnr
 from fl_leak.metrics.audit import probe_layers
 from tests.conftest import true_gradients
@@ -66,3 +74,36 @@ def test_hybrid_corrects_a_layer_that_is_deficient_only_numerically(embedded):
     assert any("layer 0: numerically rank-deficient" in note for note in hybrid.notes)
     scores = [float(psnr(r.inputs.float().clamp(0, 1), x)) for r in (linear, hybrid)]
     assert scores[1] > scores[0] + 1, scores
+
+
+def test_the_probe_reuses_the_layer_solve_and_certifies_full_rank(monkeypatch):
+    """The hybrid's probe of a full-rank layer: solved with the preconditioner the layer's own
+    solve built (no second build), to a share far below the threshold; the entry goes with the
+    system."""
+    system = probe_layers(fl_leak.build_model("cnn2_c1", seed=0), (3, 32, 32)).systems[0]
+    _, report = solve_layer(system)
+    assert report.method == "preconditioned CGLS"
+
+    def no_second_build(*args, **kwargs):
+        raise AssertionError("preconditioner built twice")
+
+    monkeypatch.setattr(preconditioner_module, "NormalPreconditioner", no_second_build)
+    share, method = recovery_share(system)
+    assert method == "preconditioned CGLS"
+    assert share < 1e-6
+    key = id(system)
+    assert key in preconditioner_module._BUILT
+    del system
+    gc.collect()
+    assert key not in preconditioner_module._BUILT
+
+
+def test_the_probe_by_the_layer_solve_does_not_certify_a_deficient_layer():
+    """On the numerically deficient layer the preconditioned solve leaves the probe unrecovered,
+    by at least the minimum-norm share (the null space's own)."""
+    system = probe_layers(_blind_channel_model(), SHAPE, scaled=True).systems[0]
+    share, method = recovery_share(system, SolverOptions(tolerance=1e-12))
+    assert method == "preconditioned CGLS"
+    expected, _ = _dense_null_space_share(system)
+    assert share >= expected * (1 - 1e-6)
+    assert share > 0.3

@@ -71,17 +71,36 @@ def test_preconditioner_inverts_the_dense_normal_matrix(case, monkeypatch):
     assert abs(float(left - right)) <= 1e-10 * abs(float(left))
 
 
-def test_forward_normal_and_gradient_block_match_the_dense_rows():
-    system = CASES["relu batch"]()
+@pytest.mark.parametrize("case", ["relu batch", "strided", "dilated"])
+def test_indexed_blocks_match_the_dense_rows(case):
+    """``S``'s blocks and ``L`` by indexing the patches, against the materialised ``U``, both
+    permuted to the pixel-major block order."""
+    system = CASES[case]()
+    layout = preconditioner_module._Layout(*system.operator.in_shape, kernel_reach(system)[0])
     matrix = system.dense()
     forward, gradient = matrix[: system.num_forward_rows], matrix[system.num_forward_rows :]
-    x = torch.randn(system.num_unknowns, generator=torch.Generator().manual_seed(2)).double()
-    expected = forward.T @ (forward @ x)
-    assert torch.allclose(
-        system.forward_normal(x.reshape(system.unknown_shape)).reshape(-1), expected, atol=1e-12
-    )
-    block = system.gradient_block().reshape(system.num_gradient_rows, -1)
-    assert torch.equal(block, gradient)
+    # pixel-major position of every unknown (b, c, h, w), blocks padded to full size
+    order = layout.to_blocks(
+        torch.arange(system.num_unknowns, dtype=torch.float64).reshape(system.unknown_shape) + 1
+    )  # (B, blocks, size): unknown index + 1, 0 in padding
+    diagonal, lower = preconditioner_module._forward_normal_blocks(system, layout)
+    columns = preconditioner_module._gradient_columns(system, layout)
+    normal = forward.T @ forward
+    for b in range(system.batch):
+        sample = min(b, diagonal.shape[0] - 1)  # one block shared where the rows are alike
+        for i in range(layout.blocks):
+            rows = order[b, i].long() - 1
+            inside = rows >= 0
+            expected = normal[rows[inside]][:, rows[inside]]
+            assert torch.allclose(diagonal[sample, i][inside][:, inside], expected, atol=1e-12)
+            expected = gradient[:, rows[inside]].T
+            assert torch.allclose(columns[b, i][inside], expected, atol=1e-12)
+            assert not columns[b, i][~inside].any()
+            if i:
+                above = order[b, i - 1].long() - 1
+                coupling = normal[rows[inside]][:, above[above >= 0]]
+                block = lower[sample, i - 1][inside][:, above >= 0]
+                assert torch.allclose(block, coupling, atol=1e-12)
 
 
 def test_frobenius_estimate_is_close_to_the_dense_norm():

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fl_leak.attacks.correction import CorrectionOptions, correct_input
 from fl_leak.attacks.linear.attack import LinearOptions, check_chain, run_walk
 from fl_leak.attacks.linear.pooling import PoolingReport
-from fl_leak.attacks.linear.solver import SolverOptions, null_space_share
+from fl_leak.attacks.linear.solver import SolverOptions, null_space_share, recovery_share
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import LayerDiagnostics, Reconstruction
@@ -59,7 +59,7 @@ def hybrid_attack(
 
     ``correct="auto"`` corrects only when some layer is rank-deficient (structural bound > 0, or
     numerically: a null-space probe of each structurally full-rank layer, see
-    :func:`~fl_leak.attacks.linear.solver.null_space_share`) or had clipped activation inverses:
+    :func:`~fl_leak.attacks.linear.solver.recovery_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
     A noisy update (the noise-aware walk's estimate above ``noise_threshold``) is corrected, at the
     input layer's system, without the probes.
@@ -130,10 +130,16 @@ def hybrid_attack(
 def _numerically_exact(
     systems: list[LayerSystem], options: SolverOptions, notes: list[str]
 ) -> list[bool]:
-    """Per layer, whether the null-space probe finds it full rank; notes the layers it does not."""
+    """Per layer, whether the null-space probe finds it full rank; notes the layers it does not.
+
+    The probe is first solved as the layer was (:func:`recovery_share`: with the preconditioner
+    the walk built, a few iterations); only a layer it leaves unrecovered is probed by LSMR
+    (:func:`null_space_share`), the minimum-norm share that decides and is noted."""
     exact = []
     for index, system in enumerate(systems):
-        share = null_space_share(system, options)
+        share, method = recovery_share(system, options)
+        if share > NULL_SPACE_SHARE and method != "LSMR":
+            share = null_space_share(system, options)
         exact.append(share <= NULL_SPACE_SHARE)
         if not exact[-1]:
             notes.append(

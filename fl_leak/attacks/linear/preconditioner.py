@@ -8,22 +8,25 @@ gradient part has rank at most the number of gradient rows ``m``. The preconditi
 
     P = A^T F^2 A + delta I + K^T K,
 
-applied exactly: a block-tridiagonal Cholesky factorisation of ``S = A^T F^2 A + delta I`` and the
-Woodbury identity ``P^-1 = S^-1 - S^-1 L (I + L^T S^-1 L)^-1 L^T S^-1`` with ``L = K^T``
-(``m`` columns). ``delta`` (a small multiple of ``S``'s mean diagonal) only keeps ``S`` definite
-where the forward rows leave pixels undetermined; the Woodbury term restores them from the gradient
-rows. ``P^-1 U^T U`` is then the identity up to ``delta`` and rounding, and a conjugate-gradient
-solve converges in a handful of iterations.
+applied exactly: a block-tridiagonal Cholesky factorisation ``S = L_S L_S^T`` of
+``S = A^T F^2 A + delta I`` and, with ``L = K^T`` (``m`` columns) and ``H = L_S^-1 L``,
+``P = L_S (I + H H^T) L_S^T``, inverted by the Woodbury identity
+``(I + H H^T)^-1 = I - H (I + H^T H)^-1 H^T``: one forward and one backward block sweep per
+application. ``delta`` (a small multiple of ``S``'s mean diagonal) only keeps ``S`` definite
+where the forward rows leave pixels undetermined; the Woodbury term restores them from the
+gradient rows. ``P^-1 U^T U`` is then the identity up to ``delta`` and rounding, and a
+conjugate-gradient solve converges in a handful of iterations.
 
-``S`` is assembled by probing: impulses spaced ``2 r + 1`` apart in each image dimension have
-disjoint footprints under ``A^T F^2 A``, so one application per (channel, offset) recovers the
-entries of ``C (2 r_h + 1) (2 r_w + 1)`` columns at once, for every sample together. Everything
-is torch, on the system's device.
+``S`` and ``L`` are assembled by indexing the convolution's patches (its ``patch_index``): each
+output position adds its patch's ``Q x Q`` Gram matrix of the scaled weights to ``S``, and each
+gradient row holds output gradients at its weight entry's pixels. Everything is torch, on the
+system's device.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,11 +41,11 @@ from fl_leak.attacks.linear.system import LayerSystem
 # eigenvalues that matter, large enough that S's condition (<= 1 / DELTA) keeps the Woodbury
 # term's cancellation small
 DELTA = 1e-8
-# setup beyond this many floating-point operations is left to LSMR. Measured (one thread, side by
-# side, benchmarks/bench_solver.py --square-only): cnn2_c5's layer 0 (setup 0.4 GFLOP) solves 8x
-# faster than by LSMR at the default tolerance; lenet's (9.5 GFLOP: its 900 gradient rows make the
-# Woodbury term dear) took 1.2 s against LSMR's 1.1 s at a similar accuracy, so it stays with LSMR
-MAX_SETUP_FLOPS = 5e9
+# setup beyond this many floating-point operations is left to LSMR. Measured (side by side,
+# benchmarks/bench_solver.py --square-only, load 12-14): cnn2_c5's layer 0 (setup 0.4 GFLOP) and
+# lenet's (9.5 GFLOP: its 900 gradient rows make the Woodbury term dear) solve to the dense
+# solve's accuracy 39x and 13x faster than it on one thread, 46x and 10x on two
+MAX_SETUP_FLOPS = 1e10
 # the gradient block L = K^T, materialised, may take at most this many bytes
 MAX_GRADIENT_BLOCK_BYTES = 2**28
 
@@ -84,9 +87,11 @@ class _Layout:
 
 def kernel_reach(system: LayerSystem) -> tuple[int, int] | None:
     """How far (rows, columns) the forward normal matrix couples pixels; None when the layer is
-    not a plain convolution on the unknown's grid."""
+    not a plain (one-group) convolution on the unknown's grid."""
     operator = system.operator
     if not isinstance(operator, Conv2dOperator) or len(operator.in_shape) != 3:
+        return None
+    if operator.groups != 1:
         return None
     kernel_h, kernel_w = operator.weight.shape[2:]
     return (
@@ -112,74 +117,90 @@ def _shared_forward_rows(system: LayerSystem) -> bool:
     return bool((system.valid == system.valid[:1]).all())
 
 
-def _forward_normal_blocks(
-    system: LayerSystem, layout: _Layout, reach: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample (one, shared by all, where
-    the samples' forward rows are the same), by impulse probing."""
-    shared = _shared_forward_rows(system)
-    batch = 1 if shared else system.batch
-    channels, height, width = layout.channels, layout.height, layout.width
-    period_h, period_w = 2 * reach[0] + 1, 2 * reach[1] + 1
-    dtype, device = system.target.dtype, system.target.device
-    # one probe image per (channel, row offset, column offset): impulses period apart
-    count = channels * period_h * period_w
-    impulses = torch.zeros(channels, period_h, period_w, channels, height, width, dtype=dtype)
-    for offset_h in range(period_h):
-        for offset_w in range(period_w):
-            for index in range(channels):
-                impulses[index, offset_h, offset_w, index, offset_h::period_h,
-                         offset_w::period_w] = 1.0  # fmt: skip
-    impulses = impulses.reshape(count, channels, height, width).to(device)
-    if shared:  # the samples' blocks are the same: pack distinct probes into the samples
-        rounds = math.ceil(count / system.batch)
-        packed = impulses.new_zeros(rounds * system.batch, channels, height, width)
-        packed[:count] = impulses
-        response = system.forward_normal(packed.reshape(rounds, system.batch, *packed.shape[1:]))
-        response = response.reshape(-1, channels, height, width)[:count].unsqueeze(0)
-    else:  # every probe in every sample
-        expanded = impulses[:, None].expand(count, system.batch, channels, height, width)
-        response = system.forward_normal(expanded).transpose(0, 1)
-    response = response.reshape(batch, channels, period_h, period_w, channels, height, width)
-    response = response.permute(0, 1, 2, 3, 5, 6, 4)  # (B, C, Th, Tw, H, W, C')
+def _pixel_major_patches(system: LayerSystem) -> Tensor:
+    """The convolution's patches (``unfold`` of the input positions, ``(Q, L)``) as pixel-major
+    positions ``(row * W + column) * C + channel`` of one sample; -1 where a patch meets
+    padding."""
+    channels, height, width = system.operator.in_shape
+    index = system.operator.patch_index()
+    assert index is not None  # kernel_reach admits only convolutions with one group
+    index = index.to(system.target.device)
+    pixel = (index % (height * width)) * channels + index // (height * width)
+    return torch.where(index >= 0, pixel, -1)
 
-    def source(offsets: int, size: int) -> Tensor:
-        """``[offset, pixel]``: the impulse of that offset whose footprint holds the pixel."""
-        offset = torch.arange(offsets, device=device)[:, None]
-        pixel = torch.arange(size, device=device)[None, :]
-        return offset + offsets * torch.round((pixel - offset) / offsets).long()
 
-    source_h = source(period_h, height)[None, :, None, :, None, None]  # (1, Th, 1, H, 1, 1)
-    source_w = source(period_w, width)[None, None, :, None, :, None]  # (1, 1, Tw, 1, W, 1)
-    channel = torch.arange(channels, device=device)
-    rows = torch.arange(height, device=device)[:, None, None]
-    pixel_index = (rows * width + torch.arange(width, device=device)[:, None]) * channels
-    row_index = pixel_index + channel  # (H, W, C')
-    column_index = (source_h * width + source_w) * channels + channel[
-        :, None, None, None, None, None
-    ]
-    inside = (source_h >= 0) & (source_h < height) & (source_w >= 0) & (source_w < width)
-    row_block = (rows // layout.rows_per_block).expand(height, width, channels)
-    column_block = source_h.clamp(0, height - 1) // layout.rows_per_block
-    shape = (channels, period_h, period_w, height, width, channels)
-    row_block = row_block.expand(shape)
-    column_block = column_block.expand(shape)
-    local_row = (row_index - row_block * layout.block_size).expand(shape)
-    local_column = (column_index - column_block * layout.block_size).expand(shape)
-    inside = inside.expand(shape)
-    # one flat slot per entry in (block, diagonal or lower, row, column); upper-triangle and
-    # outside entries go to a discarded slot at the end
-    square = layout.block_size**2
+# band slots by layer geometry (_band_slots): every update of a round, every round, shares them
+_SLOTS: dict[tuple[object, ...], Tensor] = {}
+MAX_CACHED_GEOMETRIES = 8
+
+
+def _band_slots(system: LayerSystem, layout: _Layout) -> Tensor:
+    """For each entry ``(l, q, p)`` of the patches' stacked ``Q x Q`` Gram matrices, its flat
+    position in the band of diagonal and sub-diagonal blocks ``(blocks, 2, size, size)``; entries
+    in the upper blocks or at padding go to a discarded slot at the end. Depends on the layer's
+    geometry only, so it is kept for the next system of the same geometry."""
+    operator = system.operator
+    assert isinstance(operator, Conv2dOperator)
+    key = (
+        operator.in_shape,
+        tuple(operator.weight.shape[2:]),
+        operator.stride,
+        operator.padding,
+        operator.dilation,
+        layout.rows_per_block,
+        str(system.target.device),
+    )
+    if key in _SLOTS:
+        return _SLOTS[key]
+    pixel = _pixel_major_patches(system).T  # (L, Q)
+    row, column = pixel[:, :, None], pixel[:, None, :]
+    size = layout.block_size
+    row_block, column_block = row // size, column // size
     kind = row_block - column_block  # 0: diagonal block, 1: the block below it
-    slot = ((row_block * 2 + kind) * layout.block_size + local_row) * layout.block_size
-    slot = slot + local_column
-    trash = layout.blocks * 2 * square
-    slot = torch.where(inside & ((kind == 0) | (kind == 1)), slot, trash)
-    band = torch.zeros(batch, trash + 1, dtype=dtype, device=device)
-    band.index_copy_(1, slot.reshape(-1), response.reshape(batch, -1))
+    slot = ((row_block * 2 + kind) * size + row % size) * size + column % size
+    keep = (row >= 0) & (column >= 0) & ((kind == 0) | (kind == 1))
+    slot = torch.where(keep, slot, layout.blocks * 2 * size**2).reshape(-1)
+    if len(_SLOTS) >= MAX_CACHED_GEOMETRIES:
+        _SLOTS.pop(next(iter(_SLOTS)))
+    _SLOTS[key] = slot
+    return slot
+
+
+def _forward_normal_blocks(system: LayerSystem, layout: _Layout) -> tuple[Tensor, Tensor]:
+    """Diagonal and sub-diagonal blocks of ``A^T F^2 A`` per sample (one, shared by all, where
+    the samples' forward rows are the same), by indexing.
+
+    Output position ``l`` of the convolution reads the patch ``idx[:, l]`` through the rows
+    ``F_l W`` (``W`` the ``(O, Q)`` weight), so ``A^T F^2 A = sum_l P_l^T W^T F_l^2 W P_l``:
+    each position's ``Q x Q`` Gram matrix added at its patch's pairs of pixels."""
+    batch = 1 if _shared_forward_rows(system) else system.batch
+    channels = system.operator.out_channels
+    weight = system.operator.weight.reshape(channels, -1)
+    scale = torch.broadcast_to(system.forward_scale, system.target.shape)[:batch]
+    squares = scale.reshape(batch, channels, -1).square()
+    gram = torch.einsum("oq,bol,op->blqp", weight, squares, weight)  # (B, L, Q, Q)
+    trash = layout.blocks * 2 * layout.block_size**2
+    band = gram.new_zeros(batch, trash + 1)
+    band.index_add_(1, _band_slots(system, layout), gram.reshape(batch, -1))
     band = band[:, :trash].reshape(batch, layout.blocks, 2, layout.block_size, layout.block_size)
-    diagonal, lower = band[:, :, 0], band[:, 1:, 1]
-    return diagonal, lower
+    return band[:, :, 0], band[:, 1:, 1]
+
+
+def _gradient_columns(system: LayerSystem, layout: _Layout) -> Tensor:
+    """``L = K^T``, the scaled gradient rows of ``U`` as columns ``(B, blocks, size, m)``, by
+    indexing: row ``(o, q)`` holds ``g_o D[b, o, l]`` at sample ``b``'s pixel ``idx[q, l]``."""
+    channels, batch = system.operator.out_channels, system.batch
+    pixel = _pixel_major_patches(system)  # (Q, L)
+    patches = pixel.shape[0]
+    rows = system.num_gradient_rows
+    d = system.output_gradient.reshape(batch, channels, 1, -1)
+    values = d * system.gradient_scale.reshape(1, channels, 1, 1)  # (B, O, 1, L)
+    values = values.expand(batch, channels, patches, pixel.shape[1])
+    row = torch.arange(rows, device=pixel.device).reshape(channels, patches, 1)
+    target = torch.where(pixel >= 0, pixel * rows + row, layout.blocks * layout.block_size * rows)
+    columns = values.new_zeros(batch, layout.blocks * layout.block_size * rows + 1)
+    columns.index_add_(1, target.reshape(-1), values.reshape(batch, -1))
+    return columns[:, :-1].reshape(batch, layout.blocks, layout.block_size, rows)
 
 
 class NormalPreconditioner:
@@ -188,7 +209,7 @@ class NormalPreconditioner:
     def __init__(self, system: LayerSystem, reach: tuple[int, int]) -> None:
         channels, height, width = system.operator.in_shape
         self.layout = _Layout(channels, height, width, reach[0])
-        diagonal, lower = _forward_normal_blocks(system, self.layout, reach)
+        diagonal, lower = _forward_normal_blocks(system, self.layout)
         padded = torch.arange(self.layout.block_size, device=diagonal.device)
         padded_rows = self.layout.blocks * self.layout.rows_per_block - height
         samples_unknowns = diagonal.shape[0] * channels * height * width
@@ -201,10 +222,10 @@ class NormalPreconditioner:
             last = diagonal[:, -1]
             last[:, padded[first:], padded[first:]] = 1.0
         self._factor(diagonal, lower)
-        gradient = system.gradient_block()  # (m, B, C, H, W): the rows of K, scaled
-        self.columns = self.layout.to_blocks(gradient.movedim(0, -1))  # (B, blocks, size, m)
-        half = self._forward_sweep(self.columns).reshape(-1, system.num_gradient_rows)
-        capacity = half.T @ half  # L^T S^-1 L
+        # H = L_S^-1 L (S = L_S L_S^T): P = L_S (I + H H^T) L_S^T
+        half = self._forward_sweep(_gradient_columns(system, self.layout))
+        self.half = half.reshape(-1, system.num_gradient_rows)
+        capacity = self.half.T @ self.half  # L^T S^-1 L
         capacity.diagonal().add_(1.0)
         self.capacity, info = torch.linalg.cholesky_ex(capacity)
         if int(info) != 0:
@@ -251,44 +272,46 @@ class NormalPreconditioner:
         return self._shared(self._backward_loop, v)
 
     def _forward_loop(self, v: Tensor) -> Tensor:
-        solved: list[Tensor] = []
+        solved = torch.empty_like(v)
         for index, factor in enumerate(self.factors):
             rhs = v[:, index]
-            if index:
-                rhs = rhs - self.couplings[index - 1] @ solved[-1]
-            solved.append(torch.linalg.solve_triangular(factor, rhs, upper=False))
-        return torch.stack(solved, dim=1)
+            if index:  # v_i - L_{i,i-1} y_{i-1}
+                rhs = torch.baddbmm(rhs, self.couplings[index - 1], solved[:, index - 1], alpha=-1)
+            torch.linalg.solve_triangular(factor, rhs, upper=False, out=solved[:, index])
+        return solved
 
     def _backward_loop(self, v: Tensor) -> Tensor:
-        solved: list[Tensor] = []
+        solved = torch.empty_like(v)
         for index in reversed(range(len(self.factors))):
             rhs = v[:, index]
-            if solved:
-                rhs = rhs - self.couplings[index].transpose(-1, -2) @ solved[-1]
+            if index + 1 < len(self.factors):  # v_i - L_{i+1,i}^T y_{i+1}
+                coupling = self.couplings[index].transpose(-1, -2)
+                rhs = torch.baddbmm(rhs, coupling, solved[:, index + 1], alpha=-1)
             factor = self.factors[index].transpose(-1, -2)
-            solved.append(torch.linalg.solve_triangular(factor, rhs, upper=True))
-        return torch.stack(solved[::-1], dim=1)
-
-    def _solve_forward_part(self, v: Tensor) -> Tensor:
-        """``S^-1 v``."""
-        return self._backward_sweep(self._forward_sweep(v))
+            torch.linalg.solve_triangular(factor, rhs, upper=True, out=solved[:, index])
+        return solved
 
     def apply(self, v: Tensor) -> Tensor:
-        """``P^-1 v = S^-1 (v - L (I + L^T S^-1 L)^-1 L^T S^-1 v)``, ``v`` shaped as the
-        unknown ``(B, C, H, W)``."""
-        blocks = self.layout.to_blocks(v.unsqueeze(-1))
-        solved = self._solve_forward_part(blocks)
-        flat = self.columns.reshape(-1, self.columns.shape[-1])
-        weights = torch.cholesky_solve(flat.T @ solved.reshape(-1, 1), self.capacity)
-        corrected = blocks - (flat @ weights).reshape(blocks.shape)
-        return self.layout.from_blocks(self._solve_forward_part(corrected)).squeeze(-1)
+        """``P^-1 v = L_S^-T (w - H (I + H^T H)^-1 H^T w)`` with ``w = L_S^-1 v`` (Woodbury on
+        ``I + H H^T``), ``v`` shaped as the unknown ``(B, C, H, W)``."""
+        solved = self._forward_sweep(self.layout.to_blocks(v.unsqueeze(-1)))
+        flat = solved.reshape(-1, 1)
+        weights = torch.cholesky_solve(self.half.T @ flat, self.capacity)
+        corrected = (flat - self.half @ weights).reshape(solved.shape)
+        return self.layout.from_blocks(self._backward_sweep(corrected)).squeeze(-1)
+
+
+# preconditioners built, by the identity of their (live) system: the walk's solve and the hybrid
+# attack's null-space probe of the same system share one; an entry goes with its system
+_BUILT: dict[int, NormalPreconditioner | None] = {}
 
 
 def normal_preconditioner(
     system: LayerSystem, max_setup_flops: float = MAX_SETUP_FLOPS
 ) -> NormalPreconditioner | None:
     """The preconditioner of ``system`` where it applies and its setup is within
-    ``max_setup_flops`` (and its gradient block within memory bounds), else None."""
+    ``max_setup_flops`` (and its gradient block within memory bounds), else None. Built once per
+    system object: later calls for the same system return the same preconditioner."""
     reach = kernel_reach(system)
     if reach is None:
         return None
@@ -298,10 +321,14 @@ def normal_preconditioner(
         return None
     if setup_flops(system, reach) > max_setup_flops:
         return None
-    try:
-        return NormalPreconditioner(system, reach)
-    except torch.linalg.LinAlgError:
-        return None
+    key = id(system)
+    if key not in _BUILT:
+        try:
+            _BUILT[key] = NormalPreconditioner(system, reach)
+        except torch.linalg.LinAlgError:
+            _BUILT[key] = None
+        weakref.finalize(system, _BUILT.pop, key, None)
+    return _BUILT[key]
 
 
 @dataclass

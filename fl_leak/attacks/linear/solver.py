@@ -127,6 +127,17 @@ def largest_singular_value(system: LayerSystem, seed: int = 0) -> float:
     return float(values[0])
 
 
+def _random_probe(system: LayerSystem, seed: int) -> Tensor:
+    """A seeded standard Gaussian vector of the system's unknown shape, on its device."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.randn(system.unknown_shape, generator=generator, dtype=torch.float64)
+    return probe.to(system.target)
+
+
+def _unrecovered(probe: Tensor, recovered: Tensor) -> float:
+    return float((recovered - probe).norm() / probe.norm())
+
+
 def null_space_share(
     system: LayerSystem, options: SolverOptions = SolverOptions(), seed: int = 0, rtol: float = 0.0
 ) -> float:
@@ -143,14 +154,33 @@ def null_space_share(
     times the unknowns counts the singular values below ``lambda`` (see :func:`weak_directions`),
     and the solve converges in a bounded number of iterations (condition about ``1 / rtol``).
     """
-    generator = torch.Generator().manual_seed(seed)
-    probe = torch.randn(system.unknown_shape, generator=generator, dtype=torch.float64)
-    probe = probe.to(system.target)
+    probe = _random_probe(system, seed)
     damp = rtol * largest_singular_value(system, seed) if rtol > 0 else 0.0
     # LSMR's iterates stay in the row space of U, which the share relies on
     lsmr_options = replace(options, method="lsmr")
     recovered, _ = solve_layer(system, lsmr_options, rhs=system.apply(probe), damp=damp)
-    return float((recovered - probe).norm() / probe.norm())
+    return _unrecovered(probe, recovered)
+
+
+def recovery_share(
+    system: LayerSystem, options: SolverOptions = SolverOptions(), seed: int = 0
+) -> tuple[float, str]:
+    """The share of a random vector ``r`` that the solve of ``options.method`` does not recover
+    from ``U r``, and that solve's method: a certificate of full column rank where small.
+
+    Like :func:`null_space_share` (the same probe), but by the layer's own solve: on a
+    full-rank convolution layer, CGLS preconditioned by its normal matrix, whose preconditioner
+    the layer's solve has already built (a few iterations instead of LSMR's hundreds). Any solve
+    sees ``r`` only through ``U r``, so its error in the null space of ``U`` is ``x_N - r_N``,
+    with ``x_N`` independent of the Gaussian ``r_N``: never more likely small than ``r_N``
+    itself, the minimum-norm error (Anderson's inequality). A share below a threshold therefore
+    certifies full rank as surely as :func:`null_space_share`'s; above it, the share may exceed
+    that function's (a preconditioned solve leaves the row space), which then gives the
+    null space's own share.
+    """
+    probe = _random_probe(system, seed)
+    recovered, report = solve_layer(system, options, rhs=system.apply(probe))
+    return _unrecovered(probe, recovered), report.method
 
 
 def weak_directions(

@@ -131,40 +131,6 @@ class LayerSystem:
             gradient, self.output_gradient
         )
 
-    def forward_normal(self, x: Tensor) -> Tensor:
-        """``A^T F^2 A x``: the forward rows' part of ``U^T U``, for ``x`` of shape
-        ``(*lead, *unknown_shape)`` (any leading dimensions: several unknowns at once)."""
-        lead = x.shape[: x.dim() - len(self.unknown_shape)]
-        z = self.operator.forward(x.reshape(-1, *self.operator.in_shape))
-        z = z.reshape(*lead, *self.target.shape) * self._forward_scale**2
-        return self.operator.forward_adjoint(z.reshape(-1, *self.operator.out_shape)).reshape(
-            x.shape
-        )
-
-    def gradient_block(self) -> Tensor:
-        """The scaled gradient rows of ``U``, materialised: ``(num_gradient_rows, *unknown_shape)``.
-
-        ``K_D^T g`` acts on each sample through its own output gradient only, so one adjoint call
-        per weight entry of an output channel gives that entry's rows for every output channel:
-        the batch is replicated per output channel, each copy keeping that channel's gradient.
-        """
-        channels = self.operator.out_channels
-        d = self.output_gradient
-        keep = torch.eye(channels, dtype=d.dtype, device=d.device)
-        keep = keep.reshape(channels, channels, *([1] * (d.dim() - 2)))
-        split = (d.unsqueeze(1) * keep).reshape(-1, *d.shape[1:])  # (B * O, O, ...)
-        per_channel = self.num_gradient_rows // channels
-        scale = self._gradient_scale.reshape(channels)
-        rows = []
-        for entry in range(per_channel):
-            g = torch.zeros(channels, per_channel, dtype=d.dtype, device=d.device)
-            g[:, entry] = scale
-            g = g.reshape(self.observed_gradient.shape)
-            response = self.operator.gradient_adjoint(g, split)
-            rows.append(response.reshape(self.batch, channels, *self.operator.in_shape))
-        block = torch.stack(rows, dim=2)  # (B, O, entries, *in_shape)
-        return block.movedim(0, 2).reshape(self.num_gradient_rows, *self.unknown_shape)
-
     def rhs(self) -> Tensor:
         """The right-hand side ``V``, scaled like the rows."""
         forward = self._forward_scale * self.target
