@@ -59,6 +59,7 @@ MARGIN = 1e-3  # relative distance from rtol * s_max below which the SVD decides
 LANCZOS_TOL = 1e-10
 SHIFT = 1e-11  # inverse iteration on C + SHIFT s_max^2 I (above n eps: C + mu I factors)
 NULL_ITERATIONS = 5  # inverse iterations before the null space is given up to the SVD
+HEAVY = 1 / 16  # rows touching more than this share of the columns: Gram product dense
 EPS = float(np.finfo(np.float64).eps)
 
 
@@ -90,6 +91,18 @@ def _largest_eigenvalue(operator: LinearOperator, size: int) -> float:
     return float(values[0])
 
 
+def _outer_sum(rows: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """``rows^T rows``, dense: the sum of each row's outer product with itself, the rows with
+    more than ``HEAVY`` of the columns as one dense product (BLAS), the others sparse."""
+    heavy = np.diff(rows.indptr) > HEAVY * rows.shape[1]
+    light = rows[~heavy] if heavy.any() else rows
+    gram = torch.from_numpy((light.T @ light).toarray()).to(device)
+    if heavy.any():
+        dense = torch.from_numpy(rows[heavy].toarray()).to(device)
+        gram += dense.T @ dense
+    return gram
+
+
 class _Gram:
     """The smaller Gram matrix of a sparse ``U`` (or the row one), dense on ``device``, with
     ``U``'s other factor for products."""
@@ -100,7 +113,7 @@ class _Gram:
             (matrix, matrix.T.tocsr()) if rows_first else (matrix.T.tocsr(), matrix)
         )
         self.size = self.left.shape[0]
-        self.dense = torch.from_numpy((self.left @ self.right).toarray()).to(device)
+        self.dense = _outer_sum(self.right, device)
 
     def largest(self) -> float:
         """``s_1^2`` by Lanczos on ``C``: through the sparse factors or the dense ``C``,
@@ -127,6 +140,12 @@ class _Gram:
         return math.sqrt(max(float(torch.linalg.eigvalsh(product.T @ product)[-1]), 0.0))
 
 
+def _cholesky_solve(factor: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``(L L^T)^{-1} right`` by two triangular solves (``torch.cholesky_solve`` copies ``L``)."""
+    half = torch.linalg.solve_triangular(factor, right, upper=False)
+    return torch.linalg.solve_triangular(factor.T, half, upper=True)
+
+
 def _gram_certificate(
     gram: _Gram, s_max2: float, rtol: float, dependencies: sp.csc_matrix | None = None
 ) -> tuple[int, float] | None:
@@ -149,7 +168,7 @@ def _gram_certificate(
 
     def inverse(v: np.ndarray) -> np.ndarray:  # C^{-1} v
         vector = torch.from_numpy(v.reshape(-1, 1)).to(factor.device)
-        return torch.cholesky_solve(vector, factor).cpu().numpy().ravel()
+        return _cholesky_solve(factor, vector).cpu().numpy().ravel()
 
     size = gram.size
     s_min2 = 1.0 / _largest_eigenvalue(
@@ -175,7 +194,7 @@ def _null_space_certified(gram: _Gram, count: int, s_max2: float, bound: float) 
     basis = torch.randn(gram.size, count, generator=generator, dtype=matrix.dtype)
     basis = basis.to(matrix.device)
     for _ in range(NULL_ITERATIONS):
-        basis = torch.linalg.qr(torch.cholesky_solve(basis, factor)).Q
+        basis = torch.linalg.qr(_cholesky_solve(factor, basis)).Q
         if gram.upper_bound(basis) <= bound:
             return True
     return False
@@ -208,6 +227,8 @@ def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """``matrix`` without its zero rows and columns, and the rows kept."""
     used_rows = np.flatnonzero(matrix.getnnz(axis=1))
     columns = np.flatnonzero(matrix.getnnz(axis=0))
+    if used_rows.size == matrix.shape[0] and columns.size == matrix.shape[1]:
+        return matrix, used_rows
     return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows
 
 
