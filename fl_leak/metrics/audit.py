@@ -22,8 +22,9 @@ layer). It is 0 when every layer is uniquely solvable and more negative the more
 undetermined.
 
 Ranks are exact (numpy's default tolerance ``s_max * max(M, N) * eps`` on float64: certified
-from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, the singular values
-of the dense matrix otherwise; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
+from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, else from the Gram
+matrix's eigenvalues with the candidate null space checked on the matrix itself, else from the
+singular values of the dense matrix; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
 ``min(M, N) <= max_dense``; above that the audit
 reports the structural lower bound on the deficiency (unknowns minus independent rows, and
 unknowns no row touches), marked ``method="bound"``, with no condition number.
@@ -46,6 +47,10 @@ its derivative (by ``1 / slope`` for leaky ReLU) in the gradient rows of the lay
 on ``lenet`` (LeakyReLU 0.01): one unit at ``2.4e-8`` of its layer's largest output turned an exact
 reconstruction into 41.8 dB from a float32 update; from a float64 one at LSMR tolerance ``1e-14``
 it came out exact. A random probe's values near a kink are its own, so it counts none.
+
+``device`` moves the dense linear algebra (factorisations, eigenvalues, SVDs) to a GPU;
+``noise_levels`` adds the predicted PSNR of the noise-aware linear attack under Gaussian update
+noise (:mod:`fl_leak.metrics.noise_prediction`, batch 1) to the report.
 """
 
 from __future__ import annotations
