@@ -5,12 +5,13 @@ For every layer below the last of each network (batch 1, random probe, as ``fl_l
 * before: the dense matrix built column by column (``LayerSystem.dense``) and all its singular
   values (``torch.linalg.svdvals``);
 * now: the sparse matrix (:func:`fl_leak.attacks.linear.matrix.system_matrix`) and
-  :func:`fl_leak.attacks.linear.spectrum.spectrum` (Gram certificate, dense SVD where it cannot
-  decide).
+  :func:`fl_leak.attacks.linear.spectrum.spectrum` (Gram certificate, else the Gram matrix's
+  eigenvalues with a certified null space, else the dense SVD).
 
-Both on one torch thread. Prints each network's seconds both ways, the ratio, the index both ways,
-and stops with an error if a rank, deficiency, weak count or the index differs. The last row is the
-family's total.
+Both on one torch thread. Prints the machine's load (``uptime``) before and after, each network's
+seconds both ways, the ratio, the index both ways and the path each layer took now, and stops with
+an error if a rank, deficiency, weak count, condition (to ``1e-6``) or the index differs. The last
+row is the total over the networks run.
 
     python benchmarks/bench_audit.py                       # the paper's whole family
     python benchmarks/bench_audit.py --models cnn3_c1,cnn3_c3
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import time
 
 import torch
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(FAMILY), help="default: the whole family")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(_uptime(), flush=True)
     print(
         f"{'model':<10} {'before s':>9} {'now s':>7} {'ratio':>6} {'index':>6} {'now':>6}  paths",
         flush=True,
@@ -102,6 +105,11 @@ def main() -> None:
         f"{'total':<10} {total_before:>9.2f} {total_now:>7.2f} "
         f"{total_before / max(total_now, 1e-12):>6.1f}   (ranks, weak counts and indices identical)"
     )
+    print(_uptime())
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 import fl_leak
 from fl_leak.data import load_dataset
 from fl_leak.metrics import psnr
+from fl_leak.metrics.image_statistics import ImageStatistics
 from fl_leak.metrics.noise_prediction import layer_spectra, predict_psnr
 
 MODELS = "cnn2_c1,cnn2_c11,cnn2_c5,lenet,lenet2,cnn3_c3"
@@ -51,10 +52,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = load_dataset("embedded")
     indices = [int(i) for i in args.images.split(",")]
-    images = data.images[indices].double() / 255
-    mean_square = float(images.pow(2).mean())
-    flat_error = float(images.var((2, 3), unbiased=False).mean())
-    unrelated_error = mean_square - float(images.mean()) + 0.5  # vs a saturated random image
+    statistics = ImageStatistics.of(data.images[indices].double() / 255)
     rows = []  # (model, level, predicted dB, measured dB, plain least squares dB)
     print(f"{'model':<10} {'sigma':>7} {'predicted':>9} {'measured':>9} {'plain LS':>9}")
     for name in args.models.split(","):
@@ -74,7 +72,12 @@ def main() -> None:
                     score = float(psnr(image, result.inputs.clamp(0, 1)))
                     scores[aware].append(min(score, 200.0))
             predicted = predict_psnr(
-                spectra, level, mean_square, flat_error, unrelated_error, classes=12
+                spectra,
+                level,
+                statistics.mean_square,
+                statistics.flat_error,
+                statistics.unrelated_error,
+                classes=12,
             )
             measured, plain = float(np.mean(scores[True])), float(np.mean(scores[False]))
             rows.append((name, level, predicted, measured, plain))

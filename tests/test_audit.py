@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import fl_leak
+from fl_leak.errors import FlLeakError
+from fl_leak.metrics import psnr
 from fl_leak.metrics.audit import audit, probe_layers, security_index
 from fl_leak.models import build_model
+from tests.conftest import true_gradients
 
 
 def _materialised(system) -> np.ndarray:
@@ -121,3 +125,64 @@ def test_probe_inputs_of_the_wrong_shape_are_refused():
         audit(model, batch_size=2, inputs=torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="got 1 probe labels"):
         audit(model, batch_size=2, inputs=torch.rand(2, 3, 32, 32), labels=torch.tensor([1]))
+
+
+def test_audit_on_the_cpu_device_is_the_default_audit():
+    model = SMALL[1]
+    default = audit(model, input_shape=(2, 8, 8), batch_size=2)
+    on_cpu = audit(model, input_shape=(2, 8, 8), batch_size=2, device=torch.device("cpu"))
+    assert [layer.as_dict() | {"seconds": 0} for layer in on_cpu.layers] == [
+        layer.as_dict() | {"seconds": 0} for layer in default.layers
+    ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available here")
+def test_an_unavailable_device_is_refused_before_any_work(monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("probed before the device was checked")
+
+    monkeypatch.setattr("fl_leak.metrics.audit.probe_layers", no_work)
+    with pytest.raises(FlLeakError, match="device='cuda' is not available"):
+        audit(SMALL[0], input_shape=(2, 8, 8), device="cuda")
+    with pytest.raises(FlLeakError, match="device must be a torch device"):
+        audit(SMALL[0], input_shape=(2, 8, 8), device="no_such_device")
+
+
+def _noisy_attack_psnr(model, image, label, sigma):
+    """Measured: the linear attack on true gradients plus Gaussian noise of ``sigma`` times each
+    tensor's RMS (benchmarks/noise_vs_conditioning.py)."""
+    gradients = true_gradients(model, image, label)
+    generator = torch.Generator().manual_seed(0)
+    noisy = [
+        g
+        + sigma * g.pow(2).mean().sqrt() * torch.randn(g.shape, generator=generator, dtype=g.dtype)
+        for g in gradients
+    ]
+    result = fl_leak.reconstruct(model, noisy, attack="linear", input_shape=tuple(image.shape[1:]))
+    return float(psnr(image, result.inputs.clamp(0, 1)))
+
+
+def test_audit_predicts_the_noisy_attacks_psnr(embedded):
+    """The audit's predicted PSNR under update noise against the attack measured at that noise."""
+    model = build_model("cnn2_c5", input_shape=(3, 16, 16), num_classes=12, seed=0).double()
+    images = embedded.images[:8, :, :16, :16].double() / 255
+    image, label = images[:1], embedded.labels[:1]
+    report = audit(model, (3, 16, 16), noise_levels=[1e-4, 1e-2], noise_images=images)
+    assert list(report.noise_psnr) == [1e-4, 1e-2]
+    assert "predicted PSNR under Gaussian update noise" in report.table()
+    for sigma, predicted in report.noise_psnr.items():
+        measured = _noisy_attack_psnr(model, image, label, sigma)
+        assert abs(predicted - measured) < 6, f"sigma {sigma}: {predicted} vs {measured} dB"
+    assert report.noise_psnr[1e-4] > report.noise_psnr[1e-2] + 20
+
+
+def test_noise_prediction_settings_are_refused_before_any_work():
+    model = SMALL[0]
+    with pytest.raises(FlLeakError, match="for batch 1"):
+        audit(
+            model, (2, 8, 8), batch_size=2, noise_levels=[1e-3], noise_images=torch.rand(4, 2, 8, 8)
+        )
+    with pytest.raises(FlLeakError, match="needs images"):
+        audit(model, (2, 8, 8), noise_levels=[1e-3])
+    with pytest.raises(FlLeakError, match="positive and finite"):
+        audit(model, (2, 8, 8), noise_levels=[0.0], noise_images=torch.rand(4, 2, 8, 8))

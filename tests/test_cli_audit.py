@@ -82,3 +82,23 @@ def test_shape_and_classes_come_from_the_data_set_and_precision_is_stated():
     assert result.returncode == 0, result.stderr
     assert "input (3, 32, 32), 12 classes" in result.stdout  # the embedded set
     assert "precision: rank and deficiency assume exact arithmetic" in result.stdout
+
+
+def test_noise_levels_and_device_are_checked_and_the_prediction_is_printed(capsys):
+    """In process: the settings' checks, and the predicted PSNR in the table (batch size 1)."""
+    from fl_leak.cli.audit import AuditCommand, _problems, run
+
+    problems = _problems(
+        AuditCommand(noise_levels=[1e-3, -1.0], batch_sizes=[2], device="no_such_device")
+    )
+    assert any("add 1 to batch_sizes" in problem for problem in problems)
+    assert any("must be positive" in problem for problem in problems)
+    assert any("device must be a torch device" in problem for problem in problems)
+    command = AuditCommand(
+        model="cnn2_c4", input_shape=[3, 12, 12], num_classes=12, noise_levels=[1e-2]
+    )
+    (report,) = run(command)
+    assert list(report.noise_psnr) == [1e-2]
+    assert (
+        "predicted PSNR under Gaussian update noise (sigma: PSNR): 0.01:" in capsys.readouterr().out
+    )

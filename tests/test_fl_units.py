@@ -296,3 +296,28 @@ def test_samples_are_unit_range_images_in_the_model_dtype() -> None:
     assert images.dtype == torch.float64
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     assert labels.tolist() == dataset.labels[:2].tolist()
+
+
+def test_a_run_audits_its_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every record of a run carries the index of one audit, at the run's model and batch size."""
+    calls = []
+    audit = fl_leak.audit
+
+    def counted(model, input_shape, batch_size, **options):
+        calls.append(batch_size)
+        return audit(model, input_shape, batch_size, **options)
+
+    monkeypatch.setattr(fl_leak, "audit", counted)
+    settings = settings_with()
+    info = load_split(settings.data, train=True).info
+    sink = ResultSink(tmp_path, settings, info.class_names)
+    attacker = UpdateAttacker(settings, info, sink)
+    sent = train_message(settings).content["arrays"]
+    for client in (0, 1):
+        reply = client_reply(settings)
+        attacker.attack_update(1, client, sent, reply.content, take_oracle(reply))
+    attacker.client_failed(2, 0, "injected")
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    indices = {json.loads(line)["audit_index"] for line in lines}
+    assert calls == [settings.fl.batch_size] and len(lines) == 3
+    assert indices == {attacker.audit_index} and attacker.audit_index is not None

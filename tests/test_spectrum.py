@@ -65,26 +65,30 @@ def _numpy(matrix: np.ndarray, rtol: float) -> tuple[int, float, int]:
 
 
 @pytest.mark.parametrize(
-    ("rows", "columns", "zero_columns", "decay", "path"),
+    ("rows", "columns", "zero_columns", "decay", "rank", "path"),
     [
-        (60, 40, 0, 1.0, "gram"),  # tall, well conditioned: certified
-        (30, 50, 0, 1.0, "gram"),  # wide
-        (60, 40, 5, 1.0, "gram"),  # zero columns dropped, the rest certified
-        (60, 40, 0, 1e-9, "svd"),  # too ill-conditioned to certify: dense singular values
-        (60, 40, 0, 1e-6, "svd"),  # certifiable, but weak values sit below rtol: counted by SVD
+        (60, 40, 0, 1.0, 40, "gram"),  # tall, well conditioned: certified
+        (30, 50, 0, 1.0, 30, "gram"),  # wide
+        (60, 40, 5, 1.0, 40, "gram"),  # zero columns dropped, the rest certified
+        (60, 40, 0, 1.0, 31, "eigen"),  # deficient: Gram eigenvalues, null space checked on U
+        (30, 50, 0, 1e-2, 22, "eigen"),  # wide and deficient
+        (60, 40, 0, 3e-5, 40, "eigen"),  # weak values between 1e-5 and rtol, counted by eigenvalue
+        (60, 40, 0, 1e-9, 40, "svd"),  # too ill-conditioned to certify: dense singular values
+        (60, 40, 0, 1e-6, 40, "svd"),  # values between 1e-6 and 1e-5: the SVD counts them
     ],
 )
-def test_spectrum_equals_numpy(rows, columns, zero_columns, decay, path):
+def test_spectrum_equals_numpy(rows, columns, zero_columns, decay, rank, path):
     generator = np.random.default_rng(1)
     left = np.linalg.qr(generator.standard_normal((rows, rows)))[0]
     right = np.linalg.qr(generator.standard_normal((columns, columns)))[0]
     size = min(rows, columns)
     values = np.geomspace(1.0, decay, size)
+    values[rank:] = 0.0
     matrix = left[:, :size] @ np.diag(values) @ right[:size]
     matrix[:, :zero_columns] = 0.0
     result = spectrum(sp.csr_matrix(matrix), rtol=1e-4)
-    rank, condition, weak = _numpy(matrix, 1e-4)
-    assert (result.rank, result.weak, result.method) == (rank, weak, path)
+    expected_rank, condition, weak = _numpy(matrix, 1e-4)
+    assert (result.rank, result.weak, result.method) == (expected_rank, weak, path)
     assert result.condition == pytest.approx(condition, rel=1e-6)
 
 
@@ -98,4 +102,6 @@ def test_deflated_dependencies_certify_a_deficient_wide_layer():
     rank, condition, weak = _numpy(matrix.toarray(), 1e-4)
     assert (result.method, result.rank, result.weak) == ("gram", rank, weak)
     assert result.condition == pytest.approx(condition, rel=1e-6)
-    assert spectrum(matrix, 1e-4, bound).method == "svd"  # without them: the SVD decides
+    without = spectrum(matrix, 1e-4, bound)  # without them: the Gram eigenvalues decide
+    assert (without.method, without.rank, without.weak) == ("eigen", rank, weak)
+    assert without.condition == pytest.approx(condition, rel=1e-6)

@@ -23,13 +23,15 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from fl_leak.config import CONF_DIR, DataConfig, unknown_keys
 from fl_leak.errors import FlLeakError
-from fl_leak.metrics.audit import AuditLayer, AuditReport, audit
+from fl_leak.metrics.audit import AuditLayer, AuditReport, audit, audit_device
 from fl_leak.models import build_model, list_models, model_name
 
 CONFIG_NAME = "audit"
+NOISE_IMAGES = 256  # images whose statistics the noise prediction takes
 SCHEMA_NAME = "fl_leak_audit_schema"
 
 
@@ -46,6 +48,8 @@ class AuditCommand:
     max_dense: int = 6000
     rtol: float = 1e-4
     threads: int | None = 1  # torch threads (fl_leak.threads); None: torch's own count
+    device: str = "cpu"  # where the dense linear algebra runs (cpu, cuda)
+    noise_levels: list[float] = field(default_factory=list)  # predicted PSNR under update noise
     output: str | None = None
 
 
@@ -104,6 +108,14 @@ def _problems(command: AuditCommand) -> list[str]:
         found.append(f"rtol={command.rtol} must not be negative")
     if command.threads is not None and command.threads < 1:
         found.append(f"threads={command.threads} must be at least 1 (or null: torch's count)")
+    if command.noise_levels and 1 not in command.batch_sizes:
+        found.append("noise_levels: the noise prediction is for batch size 1; add 1 to batch_sizes")
+    if any(not level > 0 for level in command.noise_levels):
+        found.append(f"noise_levels={command.noise_levels} must be positive")
+    try:
+        audit_device(command.device)
+    except FlLeakError as error:
+        found.append(str(error))
     if isinstance(command.model, str) and command.model not in list_models():
         found.append(f"model={command.model!r} is unknown; known: {', '.join(list_models())}")
     if command.output is not None:
@@ -124,6 +136,16 @@ def _shape_and_classes(command: AuditCommand) -> tuple[tuple[int, ...], int]:
     shape = tuple(command.input_shape) if command.input_shape else info.input_shape
     classes = command.num_classes or len(info.class_names)
     return shape, classes
+
+
+def _noise_images(command: AuditCommand) -> Tensor:
+    """The data set's first ``NOISE_IMAGES`` training images in ``[0, 1]``: the statistics of the
+    noise prediction."""
+    from fl_leak.data import load_dataset
+
+    data = command.data
+    images = load_dataset(data.name, data.root, train=True, download=data.download).images
+    return images[:NOISE_IMAGES].double() / 255
 
 
 def precision_note(rtol: float) -> str:
@@ -155,6 +177,7 @@ def run(command: AuditCommand) -> list[AuditReport]:
         model = build_model(command.model, input_shape, num_classes, seed=command.seed)
     except (OSError, RuntimeError, ValueError) as error:
         raise FlLeakError(f"model={name!r} on data={command.data.name!r}: {error}") from error
+    images = _noise_images(command) if command.noise_levels else None
     reports = []
     for batch_size in command.batch_sizes:
         print(f"auditing {name} at batch size {batch_size} ...", file=sys.stderr, flush=True)
@@ -166,6 +189,9 @@ def run(command: AuditCommand) -> list[AuditReport]:
             command.max_dense,
             rtol=command.rtol,
             threads=command.threads,
+            device=command.device,
+            noise_levels=command.noise_levels if batch_size == 1 else (),
+            noise_images=images,
         )
         shape = f"input {input_shape}, {num_classes} classes"
         print(f"\n{name}, {shape}, batch size {batch_size}")
@@ -200,6 +226,9 @@ Settings, with the values these overrides give:
   max_dense    exact SVD rank while min(rows, unknowns) <= max_dense, else a structural bound
   rtol         count singular values below rtol x the largest ('numerical'; 0 skips it)
   threads      torch threads for the audit (1 is fastest on small layers; null: torch's count)
+  device       where the dense linear algebra runs: cpu, or cuda where one is available
+  noise_levels predicted PSNR of the noise-aware linear attack at these relative update noise
+               levels, e.g. [1e-3,1e-2] (batch size 1; the data set's images give its statistics)
   output       a CSV with one row per (batch size, layer)
 """
 

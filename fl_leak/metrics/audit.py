@@ -22,8 +22,9 @@ layer). It is 0 when every layer is uniquely solvable and more negative the more
 undetermined.
 
 Ranks are exact (numpy's default tolerance ``s_max * max(M, N) * eps`` on float64: certified
-from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, the singular values
-of the dense matrix otherwise; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
+from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, else from the Gram
+matrix's eigenvalues with the candidate null space checked on the matrix itself, else from the
+singular values of the dense matrix; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
 ``min(M, N) <= max_dense``; above that the audit
 reports the structural lower bound on the deficiency (unknowns minus independent rows, and
 unknowns no row touches), marked ``method="bound"``, with no condition number.
@@ -46,6 +47,10 @@ its derivative (by ``1 / slope`` for leaky ReLU) in the gradient rows of the lay
 on ``lenet`` (LeakyReLU 0.01): one unit at ``2.4e-8`` of its layer's largest output turned an exact
 reconstruction into 41.8 dB from a float32 update; from a float64 one at LSMR tolerance ``1e-14``
 it came out exact. A random probe's values near a kink are its own, so it counts none.
+
+``device`` moves the dense linear algebra (factorisations, eigenvalues, SVDs) to a GPU;
+``noise_levels`` adds the predicted PSNR of the noise-aware linear attack under Gaussian update
+noise (:mod:`fl_leak.metrics.noise_prediction`, batch 1) to the report.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ from fl_leak.attacks.linear.solver import weak_directions
 from fl_leak.attacks.linear.spectrum import spectrum
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
+from fl_leak.metrics.image_statistics import ImageStatistics
+from fl_leak.options import torch_device
 from fl_leak.threads import DEFAULT_THREADS, torch_threads
 
 
@@ -110,6 +117,8 @@ class AuditReport:
     probe: str = "random"  # "random" (seeded uniform input) or "data" (the given inputs)
     notes: list[str] = field(default_factory=list)
     rtol: float = 0.0
+    # relative update noise sigma -> predicted PSNR (dB) of the noise-aware linear attack
+    noise_psnr: dict[float, float] = field(default_factory=dict)
 
     @property
     def full_rank(self) -> bool:
@@ -142,6 +151,9 @@ class AuditReport:
                 f"numerical: singular values below {self.rtol:.0e} x the largest "
                 f"(full rank, with the kink count: {self.full_rank})"
             )
+        if self.noise_psnr:
+            predicted = ", ".join(f"{s:g}: {db:.1f} dB" for s, db in self.noise_psnr.items())
+            rows.append(f"predicted PSNR under Gaussian update noise (sigma: PSNR): {predicted}")
         rows += [f"note: {note}" for note in self.notes]
         return "\n".join(rows)
 
@@ -276,6 +288,9 @@ def audit(
     rtol: float = 1e-4,
     kink_tol: float = KINK,
     threads: int | None = DEFAULT_THREADS,
+    device: str | torch.device = "cpu",
+    noise_levels: Sequence[float] = (),
+    noise_images: Tensor | None = None,
 ) -> AuditReport:
     """Audit ``model``: per-layer unknowns, equations, rank, deficiency, condition, and the index.
 
@@ -306,11 +321,68 @@ def audit(
     threads
         Torch intra-op threads for the whole audit (probes, solves, SVDs; see
         :mod:`fl_leak.threads`); ``None`` keeps torch's setting.
+    device
+        Where the dense linear algebra runs (the Gram matrices' factorisations and eigenvalues,
+        the SVDs; docs/audit.md): ``"cpu"`` (default) or an available ``"cuda"`` device, in
+        float64. The probes' autograd, the sparse matrices, Lanczos and the noise prediction stay
+        on the CPU. A device that is not available is refused before any work.
+    noise_levels, noise_images
+        Relative update noise levels ``sigma`` (Gaussian, times each gradient tensor's RMS) at
+        which to predict the noise-aware linear attack's PSNR
+        (:mod:`fl_leak.metrics.noise_prediction`; batch 1 only), into ``noise_psnr``. The data's
+        statistics come from ``noise_images`` (``(N, *input_shape)`` in ``[0, 1]``), else
+        ``inputs``. The prediction costs one dense SVD per layer.
     """
+    resolved = audit_device(device)
+    statistics = None
+    if noise_levels:
+        statistics = _noise_statistics(noise_levels, batch_size, noise_images, inputs)
     with torch_threads(threads):
-        return _audit(
-            model, input_shape, batch_size, seed, max_dense, inputs, labels, rtol, kink_tol
+        report = _audit(
+            model,
+            input_shape,
+            batch_size,
+            seed,
+            max_dense,
+            inputs,
+            labels,
+            rtol,
+            kink_tol,
+            resolved,
         )
+        if statistics is not None:
+            # imported here: noise_prediction builds on this module's probes
+            from fl_leak.metrics.noise_prediction import predicted_psnrs
+
+            report.noise_psnr = predicted_psnrs(model, input_shape, noise_levels, statistics, seed)
+        return report
+
+
+def audit_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device the audit can compute on in float64; ``FlLeakError`` when it
+    is not one or not available here."""
+    resolved = torch_device(device)
+    if resolved.type == "mps":
+        raise FlLeakError(f"device={device!r}: the audit computes in float64, which mps lacks")
+    try:
+        torch.empty(1, dtype=torch.float64, device=resolved)
+    except (RuntimeError, AssertionError) as error:
+        raise FlLeakError(f"device={device!r} is not available: {error}") from None
+    return resolved
+
+
+def _noise_statistics(
+    levels: Sequence[float], batch_size: int, images: Tensor | None, inputs: Tensor | None
+) -> ImageStatistics:
+    """The data's statistics for the noise prediction, the settings checked first."""
+    if batch_size != 1:
+        raise FlLeakError(f"noise_levels: the noise prediction is for batch 1, not {batch_size}")
+    if not all(math.isfinite(level) and level > 0 for level in levels):
+        raise FlLeakError(f"noise_levels={list(levels)} must be positive and finite")
+    images = inputs if images is None else images
+    if images is None:
+        raise FlLeakError("noise_levels needs images for the data's statistics: noise_images=")
+    return ImageStatistics.of(torch.as_tensor(images))
 
 
 def _audit(
@@ -323,6 +395,7 @@ def _audit(
     labels: Tensor | None,
     rtol: float,
     kink_tol: float,
+    device: torch.device,
 ) -> AuditReport:
     """:func:`audit`'s work, inside its thread setting."""
     probe = probe_layers(
@@ -338,7 +411,7 @@ def _audit(
         if min(system.shape) <= max_dense:
             rank_bound = system.num_unknowns - system.deficiency_bound()
             matrix, dependencies = system_matrix(system), left_null_vectors(system)
-            exact = spectrum(matrix, rtol, rank_bound, dependencies)
+            exact = spectrum(matrix, rtol, rank_bound, dependencies, device)
             rank, condition, weak = exact.rank, exact.condition, exact.weak
             deficiency, method = system.num_unknowns - rank, "svd"
         else:

@@ -37,7 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from fl_leak.attacks.linear.activations import LeakyReLU
+from fl_leak.attacks.linear.chain import parse_chain
 from fl_leak.metrics.audit import probe_layers
+from fl_leak.metrics.image_statistics import ImageStatistics
 
 KINK_WINDOW = 0.1  # outputs within this share of their RMS estimate the density at the kink
 
@@ -139,3 +141,28 @@ def predict_psnr(
     error = predicted_error(spectra, sigma, classes)
     squared = min(error**2 * mean_square, unrelated_error, flat_error)
     return -10.0 * math.log10(max(squared, 1e-20))
+
+
+def predicted_psnrs(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    levels: Sequence[float],
+    statistics: ImageStatistics,
+    seed: int = 0,
+) -> dict[float, float]:
+    """:func:`predict_psnr` at each relative noise level of ``levels``, from ``model``'s systems at
+    a seeded probe (:func:`layer_spectra`) and the data's ``statistics``."""
+    spectra = layer_spectra(model, input_shape, seed)
+    zeros = [torch.zeros_like(p) for p in model.parameters()]
+    classes = parse_chain(model, zeros, input_shape).last.operator.out_channels
+    return {
+        float(level): predict_psnr(
+            spectra,
+            float(level),
+            statistics.mean_square,
+            statistics.flat_error,
+            statistics.unrelated_error,
+            classes,
+        )
+        for level in levels
+    }

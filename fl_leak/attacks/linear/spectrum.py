@@ -2,23 +2,43 @@
 
 Three numbers of a matrix ``U`` (``M x N``) with singular values ``s_1 >= s_2 >= ...``:
 
-* the rank at numpy's tolerance: the count of ``s_i > s_1 max(M, N) eps`` (float64);
+* the rank at numpy's tolerance: the count of ``s_i > tol = s_1 max(M, N) eps`` (float64);
 * the condition ``s_1 / s_rank``;
 * the count of ``s_i <= rtol s_1``, plus the ``N - min(M, N)`` directions no row reaches.
 
-:func:`spectrum` first tries a certificate that needs no singular value decomposition. With the
-smaller Gram matrix ``C`` (``U^T U`` or ``U U^T``, ``n = min(M, N)``, formed from the sparse
-``U``), it computes ``s_1^2`` (Lanczos on ``C``), a Cholesky factorisation ``C = L L^T`` and
-``s_n^2`` (Lanczos on ``C^{-1}`` through ``L``). When ``s_n >= CERTIFY s_1`` the matrix has full
-rank ``n``: rounding in ``C`` moves its eigenvalues by about ``eps s_1^2`` times a modest factor,
-which changes ``s_n`` by a relative ``eps / (2 CERTIFY^2)`` times that factor (``1e-6`` times it),
-far from numpy's tolerance (``1e-11 s_1`` and below); and when ``s_n`` is also clearly above
-``rtol s_1``, the weak count is ``N - n``. Otherwise -- a failed factorisation, a condition above
-``1 / CERTIFY``, ``s_n`` at or near ``rtol s_1`` -- the singular values come from the dense matrix
-(``torch.linalg.svdvals``: LAPACK's divide and conquer, values only). Both paths give numpy's rank.
+All three come from the smaller Gram matrix ``C`` (``U^T U`` or ``U U^T``, ``n = min(M, N)``,
+formed from the sparse ``U``) where that decides them, the dense singular values otherwise.
+Rounding in ``C`` moves its eigenvalues by about ``eps s_1^2`` times a modest factor, so an
+eigenvalue ``s^2`` of ``C`` with ``s >= CERTIFY s_1`` (``CERTIFY = 1e-5``) is off by a relative
+``eps / CERTIFY^2`` times that factor (``1e-6`` times it) at most: far from numpy's tolerance and
+precise enough for the condition. Below ``CERTIFY s_1`` the Gram matrix cannot tell ``tol`` from
+zero; there ``U`` itself decides. Three paths, the first that decides:
 
-Costs for ``n`` unknowns (``n <= M``): the Gram path ``n^3 / 3`` flops for the factorisation and
-``8 n^2`` bytes for ``C``; the SVD ``4 M n^2 - 4 n^3 / 3`` flops (half BLAS-2) and ``8 M n`` bytes.
+1. ``"gram"``, a certificate of full rank: ``s_1^2`` by Lanczos on ``C``, a Cholesky
+   factorisation ``C = L L^T`` and ``s_n^2`` by Lanczos on ``C^{-1}`` through ``L``. When
+   ``s_n >= CERTIFY s_1`` the matrix has full rank ``n``, and when ``s_n`` is also clearly
+   above ``rtol s_1`` the weak count is ``N - n``. Known left null vectors (``dependencies``) are
+   deflated first.
+2. ``"eigen"``, the eigenvalues of ``C`` (``torch.linalg.eigvalsh``, values only) with a
+   certified null space: the ``k`` eigenvalues below ``CERTIFY^2 s_1^2`` are candidates for zero
+   singular values, the others are singular values ``>= CERTIFY s_1`` (rank at least ``n - k``,
+   condition and weak count read off them). The candidates' eigenvectors are found by inverse
+   iteration on ``C + mu I`` (``mu = SHIFT s_1^2``, one Cholesky factorisation, a few block
+   solves); for orthonormal ``Y`` spanning them, ``||U^T Y||_2`` (or ``||U Y||_2``), computed
+   from the sparse ``U`` with no squaring, bounds the ``k`` smallest singular values from above
+   (Courant-Fischer). When it is below ``tol / 2`` those ``k`` values are below ``tol``: rank
+   ``n - k`` exactly, as the SVD counts it. Else, or when an eigenvalue lies within ``MARGIN``
+   of ``rtol^2 s_1^2``, path 3.
+3. ``"svd"``: all singular values of the dense (zero-free) matrix, ``torch.linalg.svdvals``
+   (LAPACK's divide and conquer, values only).
+
+Costs for ``n`` unknowns (``n <= M``): the Gram matrix ``8 n^2`` bytes; the certificate
+``n^3 / 3`` flops (Cholesky) plus tens of Lanczos steps; the eigenvalues ``4 n^3 / 3`` flops (half
+BLAS-2), the null space ``n^3 / 3`` plus ``4 n^2 k`` per iteration; the SVD ``4 M n^2 - 4 n^3 / 3``
+flops (half BLAS-2) and ``8 M n`` bytes.
+
+Dense work runs on ``device`` (torch: Cholesky, eigenvalues, triangular solves, SVD); the sparse
+matrix, its products and Lanczos (scipy) stay on the CPU.
 """
 
 from __future__ import annotations
@@ -34,9 +54,13 @@ from threadpoolctl import threadpool_limits
 
 from fl_leak.attacks.linear.last_layer import numerical_rank
 
-CERTIFY = 1e-5  # the Gram path decides full rank for s_min >= CERTIFY * s_max
-MARGIN = 1e-3  # relative distance of s_min from rtol * s_max below which the SVD decides
+CERTIFY = 1e-5  # the Gram matrix decides singular values s >= CERTIFY * s_max
+MARGIN = 1e-3  # relative distance from rtol * s_max below which the SVD decides the weak count
 LANCZOS_TOL = 1e-10
+SHIFT = 1e-11  # inverse iteration on C + SHIFT s_max^2 I (above n eps: C + mu I factors)
+NULL_ITERATIONS = 5  # inverse iterations before the null space is given up to the SVD
+HEAVY = 1 / 8  # rows touching more than this share of the columns: Gram product dense
+EPS = float(np.finfo(np.float64).eps)
 
 
 @dataclass(frozen=True)
@@ -46,12 +70,13 @@ class Spectrum:
     rank: int
     condition: float
     weak: int  # singular values <= rtol * s_max, plus N - min(M, N)
-    method: str  # "gram" (certified from the Gram matrix) or "svd" (dense singular values)
+    method: str  # "gram" (certificate), "eigen" (Gram eigenvalues) or "svd" (singular values)
 
 
 def from_singular_values(singular: torch.Tensor, shape: tuple[int, int], rtol: float) -> Spectrum:
     """:class:`Spectrum` from descending singular values of a matrix of ``shape`` (those not
     given are zero)."""
+    singular = singular.cpu()
     rank = numerical_rank(singular, shape)
     if rank == 0:
         return Spectrum(0, math.inf, shape[1], "svd")
@@ -66,41 +91,88 @@ def _largest_eigenvalue(operator: LinearOperator, size: int) -> float:
     return float(values[0])
 
 
-def _gram_certificate(
-    matrix: sp.csr_matrix, rtol: float, dependencies: sp.csc_matrix | None = None
-) -> tuple[int, float] | None:
-    """``(rank, condition)`` where the Gram matrix certifies the rank, else None.
+def _outer_sum(rows: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """``rows^T rows``, dense: the sum of each row's outer product with itself, the rows with
+    more than ``HEAVY`` of the columns as one dense product (BLAS), the others sparse."""
+    heavy = np.diff(rows.indptr) > HEAVY * rows.shape[1]
+    light = rows[~heavy] if heavy.any() else rows
+    product = light.T @ light
+    product.sort_indices()  # toarray writes sorted rows several times faster
+    gram = torch.from_numpy(product.toarray()).to(device)
+    if heavy.any():
+        dense = torch.from_numpy(rows[heavy].toarray()).to(device)
+        gram += dense.T @ dense
+    return gram
 
-    Without ``dependencies`` the smaller Gram matrix must be positive definite: full rank. With
-    them (orthogonal columns ``Y``, ``Y^T U = 0``) the row Gram matrix ``U U^T`` is deflated to
+
+class _Gram:
+    """The smaller Gram matrix of a sparse ``U`` (or the row one), dense on ``device``, with
+    ``U``'s other factor for products."""
+
+    def __init__(self, matrix: sp.csr_matrix, rows_first: bool, device: torch.device) -> None:
+        # C = left @ right, right = left^T; right's columns are C's size
+        self.left, self.right = (
+            (matrix, matrix.T.tocsr()) if rows_first else (matrix.T.tocsr(), matrix)
+        )
+        self.size = self.left.shape[0]
+        self.dense = _outer_sum(self.right, device)
+
+    def largest(self) -> float:
+        """``s_1^2`` by Lanczos on ``C``: through the sparse factors or the dense ``C``,
+        whichever product is cheaper."""
+        if 2 * self.left.nnz < self.size**2 or self.dense.device.type != "cpu":
+            left, right = self.left, self.right
+
+            def matvec(v: np.ndarray) -> np.ndarray:
+                return left @ (right @ v)
+
+        else:
+            dense = self.dense.numpy()
+
+            def matvec(v: np.ndarray) -> np.ndarray:
+                return dense @ v
+
+        operator = LinearOperator((self.size, self.size), matvec=matvec, dtype=np.float64)
+        return _largest_eigenvalue(operator, self.size)
+
+    def upper_bound(self, basis: torch.Tensor) -> float:
+        """``||U^T Y||_2`` for orthonormal columns ``Y`` of ``C``'s size: at least the largest of
+        ``U``'s ``Y.shape[1]`` smallest singular values."""
+        product = torch.from_numpy(self.right @ basis.cpu().numpy())
+        return math.sqrt(max(float(torch.linalg.eigvalsh(product.T @ product)[-1]), 0.0))
+
+
+def _cholesky_solve(factor: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``(L L^T)^{-1} right`` by two triangular solves (``torch.cholesky_solve`` copies ``L``)."""
+    half = torch.linalg.solve_triangular(factor, right, upper=False)
+    return torch.linalg.solve_triangular(factor.T, half, upper=True)
+
+
+def _gram_certificate(
+    gram: _Gram, s_max2: float, rtol: float, dependencies: sp.csc_matrix | None = None
+) -> tuple[int, float] | None:
+    """``(rank, condition)`` where the Cholesky certificate decides, else None.
+
+    Without ``dependencies`` the Gram matrix must be positive definite: full rank. With them
+    (orthogonal columns ``Y``, ``Y^T U = 0``, on the row Gram matrix) ``U U^T`` is deflated to
     ``U U^T + s_1^2 Y Y^T``, whose ``k`` added eigenvalues are ``s_1^2``: positive definite
     certifies rank ``M - k``.
     """
-    rows, columns = matrix.shape
-    rows_first = rows < columns or dependencies is not None
-    left, right = (matrix, matrix.T.tocsr()) if rows_first else (matrix.T.tocsr(), matrix)
-    size = left.shape[0]
-    s_max2 = _largest_eigenvalue(
-        LinearOperator((size, size), matvec=lambda v: left @ (right @ v), dtype=np.float64), size
-    )
-    if s_max2 <= 0:
-        return None
-    gram = (left @ right).toarray()
-    known = 0
+    matrix, known = gram.dense, 0
     if dependencies is not None:
-        basis = dependencies.toarray()
-        basis /= np.linalg.norm(basis, axis=0)
-        gram += s_max2 * (basis @ basis.T)
+        basis = torch.from_numpy(dependencies.toarray()).to(matrix.device)
+        basis /= torch.linalg.vector_norm(basis, dim=0)
+        matrix = matrix + s_max2 * (basis @ basis.T)
         known = basis.shape[1]
-    factor, info = torch.linalg.cholesky_ex(torch.from_numpy(gram))
+    factor, info = torch.linalg.cholesky_ex(matrix)
     if int(info) != 0:
         return None
 
-    def inverse(v: np.ndarray) -> np.ndarray:  # C^{-1} v = L^{-T} L^{-1} v
-        vector = torch.from_numpy(v.reshape(-1, 1))
-        half = torch.linalg.solve_triangular(factor, vector, upper=False)
-        return torch.linalg.solve_triangular(factor.T, half, upper=True).numpy().ravel()
+    def inverse(v: np.ndarray) -> np.ndarray:  # C^{-1} v
+        vector = torch.from_numpy(v.reshape(-1, 1)).to(factor.device)
+        return _cholesky_solve(factor, vector).cpu().numpy().ravel()
 
+    size = gram.size
     s_min2 = 1.0 / _largest_eigenvalue(
         LinearOperator((size, size), matvec=inverse, dtype=np.float64), size
     )
@@ -110,10 +182,54 @@ def _gram_certificate(
     return size - known, 1.0 / ratio
 
 
+def _null_space_certified(gram: _Gram, count: int, s_max2: float, bound: float) -> bool:
+    """Whether ``count`` singular values of ``U`` are at most ``bound``: inverse iteration on
+    ``C + mu I`` for the ``count`` smallest eigenvectors, checked on ``U`` itself."""
+    matrix = gram.dense
+    shifted = matrix.clone()
+    shifted.diagonal().add_(SHIFT * s_max2)
+    factor, info = torch.linalg.cholesky_ex(shifted)
+    if int(info) != 0:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.randn(gram.size, count, generator=generator, dtype=matrix.dtype)
+    basis = basis.to(matrix.device)
+    for _ in range(NULL_ITERATIONS):
+        basis = torch.linalg.qr(_cholesky_solve(factor, basis)).Q
+        if gram.upper_bound(basis) <= bound:
+            return True
+    return False
+
+
+def _eigen_spectrum(
+    gram: _Gram, s_max2: float, shape: tuple[int, int], rtol: float
+) -> Spectrum | None:
+    """:class:`Spectrum` from the eigenvalues of ``C`` and a certified null space, or None
+    where they cannot decide (module docstring, path 2)."""
+    values = torch.linalg.eigvalsh(gram.dense).cpu()  # ascending
+    s_max2 = max(s_max2, float(values[-1]))
+    s_max = math.sqrt(s_max2)
+    tolerance = s_max * max(shape) * EPS
+    null = int((values < CERTIFY**2 * s_max2).sum())
+    rank = gram.size - null
+    if rank == 0 or (rtol > 0 and rtol * s_max < tolerance):
+        return None
+    relative = values[null:] / s_max2
+    if bool(((relative - rtol**2).abs() <= 2 * MARGIN * rtol**2).any()):
+        return None
+    if null and not _null_space_certified(gram, null, s_max2, tolerance / 2):
+        return None
+    condition = math.sqrt(s_max2 / float(values[null]))
+    weak = null + int((relative <= rtol**2).sum()) + shape[1] - gram.size
+    return Spectrum(rank, condition, weak, "eigen")
+
+
 def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """``matrix`` without its zero rows and columns, and the rows kept."""
     used_rows = np.flatnonzero(matrix.getnnz(axis=1))
     columns = np.flatnonzero(matrix.getnnz(axis=0))
+    if used_rows.size == matrix.shape[0] and columns.size == matrix.shape[1]:
+        return matrix, used_rows
     return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows
 
 
@@ -122,16 +238,19 @@ def spectrum(
     rtol: float,
     rank_bound: int | None = None,
     dependencies: sp.csc_matrix | None = None,
+    device: torch.device | str = "cpu",
 ) -> Spectrum:
     """Rank at numpy's tolerance, condition and weak count of ``matrix`` (module docstring).
 
     Zero rows and columns are dropped first (each zero column is a zero singular value).
     ``rank_bound``: a structural upper bound on the rank; ``dependencies``: known independent
     left null vectors (columns, disjoint supports), those the bound counts. Below what the
-    non-zero part could reach, the Gram certificate is tried with the dependencies deflated when
-    the bound leaves them the only ones, else not at all. Dense work runs on torch's thread
-    setting; scipy's BLAS (Lanczos) on one thread.
+    non-zero part could reach, the certificate is tried with the dependencies deflated when the
+    bound leaves them the only ones; the eigenvalues of the smaller Gram matrix next, the SVD
+    last. Dense work runs on ``device`` with torch's thread setting; scipy's BLAS (Lanczos,
+    sparse products) on one thread.
     """
+    device = torch.device(device)
     shape = matrix.shape
     nonzero, used_rows = _nonzero(matrix)
     size = min(nonzero.shape)
@@ -141,14 +260,22 @@ def spectrum(
     if rank_bound is not None and rank_bound < size and dependencies is not None:
         deflate = dependencies.tocsr()[used_rows].tocsc()
         deflate = deflate[:, np.flatnonzero(deflate.getnnz(axis=0))]
-    try_gram = rank_bound is None or rank_bound >= size
-    if not try_gram and deflate is not None:
-        try_gram = deflate.shape[1] > 0 and rank_bound == nonzero.shape[0] - deflate.shape[1]
-    if try_gram:
-        with threadpool_limits(limits=1, user_api="blas"):
-            certified = _gram_certificate(nonzero, rtol, deflate)
-        if certified is not None:
-            rank, condition = certified
-            return Spectrum(rank, condition, shape[1] - rank, "gram")
-    singular = torch.linalg.svdvals(torch.from_numpy(nonzero.toarray()))
-    return from_singular_values(singular, shape, rtol)
+    try_certificate = rank_bound is None or rank_bound >= size
+    if not try_certificate and deflate is not None:
+        try_certificate = deflate.shape[1] > 0 and rank_bound == nonzero.shape[0] - deflate.shape[1]
+    smaller_rows = nonzero.shape[0] < nonzero.shape[1]
+    with threadpool_limits(limits=1, user_api="blas"):
+        gram = _Gram(nonzero, smaller_rows or (try_certificate and deflate is not None), device)
+        s_max2 = gram.largest()
+        if try_certificate and s_max2 > 0:
+            certified = _gram_certificate(gram, s_max2, rtol, deflate)
+            if certified is not None:
+                rank, condition = certified
+                return Spectrum(rank, condition, shape[1] - rank, "gram")
+        if gram.size != size:  # the row Gram matrix of a tall matrix (deflation): the smaller one
+            gram = _Gram(nonzero, smaller_rows, device)
+        eigen = _eigen_spectrum(gram, s_max2, shape, rtol) if s_max2 > 0 else None
+        if eigen is not None:
+            return eigen
+    dense = torch.from_numpy(nonzero.toarray()).to(device)
+    return from_singular_values(torch.linalg.svdvals(dense), shape, rtol)
