@@ -2,7 +2,8 @@
 
 For full-rank networks of the family (batch 1, float64), Gaussian noise of relative level ``sigma``
 (times each gradient tensor's RMS) is added to the true gradients and the linear attack's PSNR is
-measured (mean over the chosen embedded images), with the noise-aware solve (the default) and, for
+measured (mean over the chosen embedded images), with the noise-aware solve (the default, less the
+final shrinkage towards grey, which the prediction does not model: ``shrink=False``) and, for
 comparison, the plain least-squares solve (``noise_aware=False``). The prediction
 (:mod:`fl_leak.metrics.noise_prediction`) uses the model's weighted systems at a random probe input
 (their singular values) and two statistics of the images (mean square, flat-image error), no
@@ -68,7 +69,9 @@ def main() -> None:
                 generator = torch.Generator().manual_seed(index)
                 noisy = _noisy([g.detach() for g in gradients], level, generator)
                 for aware in (True, False):
-                    result = fl_leak.reconstruct(model, noisy, attack="linear", noise_aware=aware)
+                    result = fl_leak.reconstruct(
+                        model, noisy, attack="linear", noise_aware=aware, shrink=False
+                    )
                     score = float(psnr(image, result.inputs.clamp(0, 1)))
                     scores[aware].append(min(score, 200.0))
             predicted = predict_psnr(
