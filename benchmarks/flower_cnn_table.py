@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,29 @@ def _as_images(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], 1, 1, -1)
 
 
-def layer_rows(walked: WalkResult, truth: LayerProbe) -> list[str]:
-    """Per layer below the last: the relative error of the walk's input against the true one
-    and, for a max-pooling layer, the windows whose maximum the walk put at the true position."""
+@dataclass(frozen=True)
+class LayerRecovery:
+    """How well the walk recovered one layer's input: relative error against the true input and,
+    for a max-pooling layer, the windows with a gradient whose maximum it put at the true
+    position (``placed`` of ``windows``; both None for a layer that does not pool)."""
+
+    index: int
+    error: float
+    placed: int | None = None
+    windows: int | None = None
+
+    def row(self) -> str:
+        text = f"  layer {self.index} input: relative error {self.error:.1e}"
+        if self.windows is not None:
+            text += (
+                f"; maxima placed right in {self.placed} of {self.windows} windows with a gradient"
+            )
+        return text
+
+
+def layer_recovery(walked: WalkResult, truth: LayerProbe) -> list[LayerRecovery]:
+    """Per layer below the last: the walk's input against the true one (samples matched on the
+    last layer's input, where the walk is exact when that layer is full rank)."""
     order = torch.from_numpy(
         match_reconstructions(_as_images(truth.inputs[-1]), _as_images(walked.inputs[-1]))
     )
@@ -60,17 +81,13 @@ def layer_rows(walked: WalkResult, truth: LayerProbe) -> list[str]:
         true_in = truth.inputs[index]
         rec_in = walked.inputs[index][order].reshape(true_in.shape)
         error = float((rec_in - true_in).norm() / true_in.norm())
-        row = f"  layer {index} input: relative error {error:.1e}"
-        if block.pool is not None:
-            system = walked.systems[index]
-            true_system = truth.systems[index]
-            chosen = system.output_gradient[order] != 0
-            right = (chosen & (true_system.output_gradient != 0)).sum()
-            row += (
-                f"; maxima placed right in {int(right)} of "
-                f"{int((true_system.output_gradient != 0).sum())} windows with a gradient"
-            )
-        rows.append(row)
+        if block.pool is None:
+            rows.append(LayerRecovery(index, error))
+            continue
+        true_maxima = truth.systems[index].output_gradient != 0
+        chosen = walked.systems[index].output_gradient[order] != 0
+        placed = int((chosen & true_maxima).sum())
+        rows.append(LayerRecovery(index, error, placed, int(true_maxima.sum())))
     return rows
 
 
@@ -109,7 +126,7 @@ def main() -> None:
             _, walked, _, _ = run_walk(model, gradients, shape, batch_size, None, LinearOptions())
             seconds = time.perf_counter() - start
             truth = probe_layers(model, shape, batch_size, inputs=images, labels=labels)
-            print("\n".join(layer_rows(walked, truth)))
+            print("\n".join(row.row() for row in layer_recovery(walked, truth)))
             linear = score_batch(images, walked.inputs[0].double().clamp(0, 1))
             print(
                 f" linear: PSNR {float(linear.psnr.mean()):6.2f} dB "
