@@ -3,6 +3,10 @@ position search, the chain's placement rules."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,12 +14,13 @@ from torch import nn
 
 import fl_leak
 from fl_leak.attacks import check_attack_model
+from fl_leak.attacks.linear.attack import LinearOptions, run_walk
 from fl_leak.attacks.linear.chain import parse_chain
 from fl_leak.attacks.linear.layers import selection_for
 from fl_leak.attacks.linear.pooling import pooled_system
 from fl_leak.errors import UnsupportedLayerError
 from fl_leak.metrics import psnr
-from fl_leak.metrics.audit import audit
+from fl_leak.metrics.audit import audit, probe_layers
 from tests.conftest import true_gradients
 
 POOLS = [
@@ -189,3 +194,37 @@ def test_flower_cnn_at_batch_1_audit_rows_and_hybrid_above_ig_figure(embedded):
 
     assert rec.layers[1].pool_consistent < rec.layers[1].pool_windows
     assert float(psnr(rec.inputs.double().clamp(0, 1), x)) > 13.4  # peak 1
+
+
+def _flower_table():
+    path = Path(__file__).parents[1] / "benchmarks" / "flower_cnn_table.py"
+    spec = importlib.util.spec_from_file_location("flower_cnn_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("restarts,exact", [(3, True), (0, False)], ids=["settled", "false"])
+def test_layer_recovery_against_the_true_layer_inputs(restarts, exact):
+    """The benchmark's per-layer check: the walk's layer input against autograd's, and its
+    maxima against the entries where autograd's pre-activation gradient is non-zero."""
+    table = _flower_table()
+    model = _tiny()
+    x, y = _data((1, 4, 4))
+    gradients = true_gradients(model, x, y)
+    options = LinearOptions(pool_restarts=restarts)
+    _, walked, _, _ = run_walk(model, gradients, (1, 4, 4), 1, None, options)
+    truth = probe_layers(model, (1, 4, 4), 1, inputs=x, labels=y)
+
+    (row,) = table.layer_recovery(walked, truth)
+
+    z = model[0](x).detach().requires_grad_(True)
+    F.cross_entropy(model[2:](model[1](z)), y).backward()
+    assert row.windows == int((z.grad != 0).sum())
+    assert abs(row.error - float((walked.inputs[0] - x).norm() / x.norm())) < 1e-12
+    if exact:
+        assert row.error < 1e-7 and row.placed == row.windows
+    else:
+        assert row.error > 1e-3 and row.placed < row.windows
