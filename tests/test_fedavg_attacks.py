@@ -143,20 +143,32 @@ def test_fedavg_hybrid_is_near_exact_where_first_order_is_not(two_steps):
     assert steps == [2, 0]
 
 
-def test_fedavg_hybrid_continued_in_the_learning_rate_ends_at_the_clients_rate(two_steps):
-    model, inputs, _, observed = two_steps
-    rec = fl_leak.reconstruct(
+def one_sample_steps(
+    model: nn.Module,
+    observed: list[torch.Tensor],
+    shape: tuple[int, ...],
+    steps: int,
+    lr: float,
+    **options: object,
+) -> fl_leak.Reconstruction:
+    """``fedavg_hybrid`` on the update of ``steps`` local steps of one new sample each."""
+    return fl_leak.reconstruct(
         model,
         observed,
-        SHAPE,
-        batch_size=2,
+        shape,
+        batch_size=steps,
         attack="fedavg_hybrid",
-        local_lr=0.01,
-        local_steps=2,
+        local_lr=lr,
+        local_steps=steps,
         local_batch_size=1,
-        lr_stages=2,
-        stage_iterations=2,
-        anderson_memory=0,
+        **options,
+    )
+
+
+def test_fedavg_hybrid_continued_in_the_learning_rate_ends_at_the_clients_rate(two_steps):
+    model, inputs, _, observed = two_steps
+    rec = one_sample_steps(
+        model, observed, SHAPE, 2, 0.01, lr_stages=2, stage_iterations=2, anderson_memory=0
     )
     trajectory = rec.trajectory
     assert trajectory is not None
@@ -180,15 +192,12 @@ def test_fedavg_hybrid_continuation_recovers_cnn2_c5_four_steps():
     inputs, labels = data.images[index].double() / 255.0, data.labels[index]
     model = build_model("cnn2_c5", (3, 32, 32), 10, seed=0).double()
     observed = client_update(model, inputs, labels, [[k] for k in range(4)], 0.01)
-    rec = fl_leak.reconstruct(
+    rec = one_sample_steps(
         model,
         observed,
         (3, 32, 32),
-        batch_size=4,
-        attack="fedavg_hybrid",
-        local_lr=0.01,
-        local_steps=4,
-        local_batch_size=1,
+        4,
+        0.01,
         lr_stages=10,
         anderson_memory=0,
         trajectory_iterations=20,
