@@ -71,12 +71,11 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     """Options of ``fedavg_hybrid``: ``hybrid``'s (:class:`HybridOptions`), the client's schedule
     (:class:`~fl_leak.attacks.fedavg.schedule.ScheduleOptions`: ``local_lr``, ``local_steps``,
     ``local_batch_size``, ``local_epochs``), and the fixed point's ``trajectory_iterations``
-    (re-solves at the client's rate after the first-order one or the earlier
-    stages, >= 0), ``trajectory_tolerance`` (residual at which it
-    stops), ``damping`` (share of each re-solve's move taken, in (0, 1]), ``anderson_memory``
-    (iterates the Anderson acceleration extrapolates from; 0: plain damped iteration),
-    ``lr_stages`` (stages of the continuation in the learning rate; 1: none) and
-    ``stage_iterations`` (iterations of each stage before the last)."""
+    (re-solves at the client's rate, after the first-order one or the earlier stages, >= 0),
+    ``trajectory_tolerance`` (residual at which it stops), ``damping`` (share of each re-solve's
+    move taken, in (0, 1]), ``anderson_memory`` (iterates the Anderson acceleration extrapolates
+    from; 0: plain damped iteration), ``lr_stages`` (stages of the continuation in the learning
+    rate; 1: none) and ``stage_iterations`` (iterations of each stage before the last)."""
 
     trajectory_iterations: int = 30
     trajectory_tolerance: float = 1e-9
