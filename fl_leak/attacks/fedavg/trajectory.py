@@ -20,8 +20,10 @@ Near the truth the map's derivative is ``-lr * solve'(g) * (second-order terms)`
 solve amplifies errors (a square, ill-conditioned layer such as cnn2_c5's), it is no contraction
 at the client's learning rate from the first-order estimate. With ``lr_stages`` = ``K`` > 1 the
 fixed point is continued in the learning rate: stage ``k`` simulates the trajectory at
-``lr * k / K`` for ``stage_iterations`` iterations, from the previous stage's estimate, and the
-last stage, at the client's rate, runs to the stopping rules above.
+``lr * k / K`` for ``stage_iterations`` iterations, from the previous stage's estimate, in the
+order chosen on the first-order estimate (at a fraction of the rate the orders' residuals barely
+differ), and the last stage, at the client's rate, searches the order and runs to the stopping
+rules above.
 """
 
 from __future__ import annotations
@@ -223,10 +225,11 @@ def fedavg_hybrid_attack(
             solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
             moved = match_samples(solved.inputs.to(estimate), estimate, labels)
             estimate = acceleration.step(estimate, moved)
-            search = best_order(staged, partial(residual, estimate, at=staged), order)
-            order = search.order
-            if not last:  # the fit is judged at the client's rate
-                search = replace(search, residual=residual(estimate, order))
+            if last:
+                search = best_order(schedule, partial(residual, estimate), order)
+                order = search.order
+            else:  # at a fraction of the rate the orders barely differ: the order is kept
+                search = OrderSearch(order, residual(estimate, order), 1)
             fit.add(estimate, search)
     if stages > 1:
         notes.append(
