@@ -16,6 +16,8 @@ accuracy, the update-reproduction residual and seconds. Run from the repository 
     python benchmarks/fedavg_curve.py --quick          # cnn2_c1, lr 1e-2, 2 steps
     python benchmarks/fedavg_curve.py                  # cnn2_c1, lr 1e-4..0.1, steps 1,2,4,10
     python benchmarks/fedavg_curve.py --models cnn2_c1 cnn2_c5 --lrs 0.01 --steps 4
+    python benchmarks/fedavg_curve.py --models cnn2_c5 --lrs 0.01 --steps 4 --lr-stages 10 \\
+        --anderson-memory 0
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def main() -> None:
         "--attacks", nargs="+", default=["first_order", "fedavg_hybrid", "fedavg_unroll"]
     )
     parser.add_argument("--trajectory-iterations", type=int, default=30)
+    parser.add_argument("--lr-stages", type=int, default=1, help="fedavg_hybrid's lr_stages")
+    parser.add_argument("--stage-iterations", type=int, default=3)
+    parser.add_argument("--anderson-memory", type=int, default=5)
     parser.add_argument("--unroll-iterations", type=int, default=500)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -95,7 +100,12 @@ def main() -> None:
         args.models, args.lrs, args.steps = ["cnn2_c1"], [1e-2], [2]
     options = {
         "first_order": {},
-        "fedavg_hybrid": {"trajectory_iterations": args.trajectory_iterations},
+        "fedavg_hybrid": {
+            "trajectory_iterations": args.trajectory_iterations,
+            "lr_stages": args.lr_stages,
+            "stage_iterations": args.stage_iterations,
+            "anderson_memory": args.anderson_memory,
+        },
         "fedavg_unroll": {"iterations": args.unroll_iterations, "log_every": None},
     }
     attacks = {name: options[name] for name in args.attacks}

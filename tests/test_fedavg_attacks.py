@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 import fl_leak
+import fl_leak.fl.local_data
 from fl_leak.attacks import check_attack_options
 from fl_leak.attacks.fedavg.anderson import Anderson
 from fl_leak.attacks.fedavg.order import best_order
 from fl_leak.attacks.fedavg.schedule import (
     Schedule,
+    ScheduleOptions,
     relative_distance,
     simulate_update,
     trained_samples,
@@ -31,6 +34,7 @@ from fl_leak.fl.local_data import RoundPlan
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.task import sgd_steps
 from fl_leak.metrics import score_batch
+from fl_leak.schedule import step_count
 
 SHAPE = (1, 8, 8)
 
@@ -139,6 +143,69 @@ def test_fedavg_hybrid_is_near_exact_where_first_order_is_not(two_steps):
     assert steps == [2, 0]
 
 
+def one_sample_steps(
+    model: nn.Module,
+    observed: list[torch.Tensor],
+    shape: tuple[int, ...],
+    steps: int,
+    lr: float,
+    **options: object,
+) -> fl_leak.Reconstruction:
+    """``fedavg_hybrid`` on the update of ``steps`` local steps of one new sample each."""
+    return fl_leak.reconstruct(
+        model,
+        observed,
+        shape,
+        batch_size=steps,
+        attack="fedavg_hybrid",
+        local_lr=lr,
+        local_steps=steps,
+        local_batch_size=1,
+        **options,
+    )
+
+
+def test_fedavg_hybrid_continued_in_the_learning_rate_ends_at_the_clients_rate(two_steps):
+    model, inputs, _, observed = two_steps
+    rec = one_sample_steps(
+        model, observed, SHAPE, 2, 0.01, lr_stages=2, stage_iterations=2, anderson_memory=0
+    )
+    trajectory = rec.trajectory
+    assert trajectory is not None
+    assert trajectory.iterations > 2  # the first stage ran, then the last one
+    assert any("2 stages" in note for note in rec.notes)
+    # the residual is the one at the client's rate: it only vanishes where the last stage ran
+    assert trajectory.converged and trajectory.residuals[-1] <= 1e-9
+    assert psnr_of(inputs, rec.inputs).min() > 100
+
+
+@pytest.mark.slow
+def test_fedavg_hybrid_continuation_recovers_cnn2_c5_four_steps():
+    """cnn2_c5 (square, ill-conditioned conv layer), 4 local steps of one embedded image each at
+    lr 0.01: the plain fixed point diverges from the first-order estimate (about 8 dB); continued
+    over 10 learning-rate stages every image exceeds 60 dB."""
+    from fl_leak.data import load_dataset
+    from fl_leak.models import build_model
+
+    data = load_dataset("embedded")
+    index = torch.stack([torch.nonzero(data.labels == c)[0, 0] for c in range(4)])
+    inputs, labels = data.images[index].double() / 255.0, data.labels[index]
+    model = build_model("cnn2_c5", (3, 32, 32), 10, seed=0).double()
+    observed = client_update(model, inputs, labels, [[k] for k in range(4)], 0.01)
+    rec = one_sample_steps(
+        model,
+        observed,
+        (3, 32, 32),
+        4,
+        0.01,
+        lr_stages=10,
+        anderson_memory=0,
+        trajectory_iterations=20,
+    )
+    assert sorted(rec.labels.tolist()) == labels.tolist()
+    assert psnr_of(inputs, rec.inputs[rec.labels.argsort()]).min() >= 60
+
+
 def test_fedavg_unroll_beats_first_order(two_steps):
     model, inputs, _, observed = two_steps
     first = fl_leak.reconstruct(model, observed, SHAPE, batch_size=2, attack="linear")
@@ -166,11 +233,25 @@ def test_schedule_options_are_checked_before_work():
         check_attack_options("fedavg_hybrid", {})
     with pytest.raises(FlLeakError, match="local_steps"):
         check_attack_options("fedavg_unroll", {"local_lr": 0.1, "local_steps": 0})
+    with pytest.raises(FlLeakError, match="lr_stages"):
+        check_attack_options("fedavg_hybrid", {"local_lr": 0.1, "lr_stages": 0})
     options = with_schedule("fedavg_unroll", {"iterations": 5}, {"local_lr": 0.1})
     assert options == {"iterations": 5, "local_lr": 0.1}
     assert with_schedule("hybrid", {"iterations": 5}, {"local_lr": 0.1}) == {"iterations": 5}
     with pytest.raises(FlLeakError, match="set by the server"):
         with_schedule("fedavg_hybrid", {"local_lr": 0.1}, {"local_lr": 0.1})
+
+
+def test_step_count_rule_is_shared_by_the_client_and_the_attacks():
+    class Fl:  # the settings a client trains with (``FlConfig``'s fields)
+        batch_size, local_steps, local_epochs = 3, 4, 2
+
+    assert fl_leak.fl.local_data.step_count is step_count
+    assert step_count(Fl(), 7) == 2 * 3  # two passes of batches 3, 3, 1
+    options = ScheduleOptions(local_lr=0.1, local_steps=4, local_batch_size=3, local_epochs=2)
+    assert options.schedule(7).steps == step_count(Fl(), 7)
+    Fl.local_epochs = 0
+    assert step_count(Fl(), 7) == replace(options, local_epochs=0).schedule(7).steps == 4
 
 
 def test_round_plan_and_oracle_keep_the_samples_in_order_of_first_use():

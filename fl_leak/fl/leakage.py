@@ -23,18 +23,12 @@ from torch import Tensor, nn
 
 import fl_leak
 from fl_leak.attacks import Reconstruction, reconstruct
-from fl_leak.attacks.fedavg.schedule import (
-    server_schedule,
-    takes_schedule,
-    trained_samples,
-    with_schedule,
-)
+from fl_leak.attacks.fedavg.schedule import server_schedule, takes_schedule, with_schedule
 from fl_leak.config import RunConfig
 from fl_leak.data import DatasetInfo
 from fl_leak.defenses import EPSILON_METRIC, build_defense
 from fl_leak.errors import FlLeakError
 from fl_leak.fl.gradients import gradient_estimate, relative_error
-from fl_leak.fl.local_data import step_count
 from fl_leak.fl.oracle import Oracle
 from fl_leak.fl.shortfall import shortfall
 from fl_leak.fl.sink import ResultSink, Shown
@@ -43,6 +37,7 @@ from fl_leak.fl.values import record_float, record_int
 from fl_leak.metrics import score_batch
 from fl_leak.models import model_name
 from fl_leak.records import LeakRecord
+from fl_leak.schedule import step_count, trained_samples
 from fl_leak.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -122,7 +117,7 @@ class ServerView:
     The model at the round's start (the weights the server sent), the gradient estimated from the
     returned weights, and public knowledge: the input shape, the number of samples the attack
     reconstructs (the configured batch size; for a FedAvg attack every sample the client trained
-    on, :func:`~fl_leak.attacks.fedavg.schedule.trained_samples`), the local steps, and the
+    on, :func:`~fl_leak.schedule.trained_samples`), the local steps, and the
     ``schedule`` the server configured (``local_lr``, ``local_steps``, ``local_batch_size``,
     ``local_epochs``), passed to the attacks that declare it (:func:`reconstruct_view`).
     """

@@ -7,10 +7,8 @@ recomputes it inside its Ray worker (only settings travel) and the same seed giv
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,6 +17,8 @@ from torch import Tensor
 from fl_leak.config import DataConfig, LocalData, RunConfig
 from fl_leak.data import ImageDataset, load_dataset, partition_indices
 from fl_leak.data.target import load_target_dataset
+from fl_leak.schedule import LocalSchedule as LocalSchedule
+from fl_leak.schedule import step_count
 
 DataKey = tuple[str, str | None, bool, str]  # name, root, download, factory as JSON
 
@@ -55,31 +55,6 @@ def partitions(settings: RunConfig) -> tuple[np.ndarray, ...]:
     return _partitions(
         _key(settings.data), fl.num_clients, fl.partition.value, fl.alpha, settings.seed
     )
-
-
-class LocalSchedule(Protocol):
-    """The local-training settings the step count depends on (``FlConfig`` has them)."""
-
-    @property
-    def batch_size(self) -> int: ...
-
-    @property
-    def local_steps(self) -> int: ...
-
-    @property
-    def local_epochs(self) -> int: ...
-
-
-def step_count(fl: LocalSchedule, num_examples: int) -> int:
-    """Local SGD steps of a client that trains on ``num_examples`` samples.
-
-    ``local_steps``, or with ``local_epochs`` > 0 that many passes in mini-batches of
-    ``batch_size`` (the last one possibly smaller). The server applies the same rule to the
-    hyper-parameters it configured and the sample count the client reports.
-    """
-    if fl.local_epochs > 0:
-        return fl.local_epochs * math.ceil(num_examples / fl.batch_size)
-    return fl.local_steps
 
 
 def round_seed(seed: int, server_round: int, partition_id: int) -> int:

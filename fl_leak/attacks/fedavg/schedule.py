@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from torch.func import functional_call
 from fl_leak.attacks.registry import attack_options
 from fl_leak.errors import FlLeakError
 from fl_leak.options import check_non_negative_int, check_positive, check_positive_int
+from fl_leak.schedule import TrainingSettings as TrainingSettings
+from fl_leak.schedule import local_step_count
+from fl_leak.schedule import trained_samples as trained_samples
 
 SCHEDULE_FIELDS = ("local_lr", "local_steps", "local_batch_size", "local_epochs")
 
@@ -68,8 +71,7 @@ class ScheduleOptions:
         """The schedule of a client holding ``samples`` samples."""
         assert self.local_lr is not None
         batch = samples if self.local_batch_size is None else min(self.local_batch_size, samples)
-        per_pass = math.ceil(samples / batch)
-        steps = self.local_epochs * per_pass if self.local_epochs > 0 else self.local_steps
+        steps = local_step_count(self.local_steps, self.local_epochs, batch, samples)
         return Schedule(samples, batch, steps, float(self.local_lr))
 
 
@@ -97,14 +99,6 @@ class Schedule:
         for visit in order:
             steps += [list(visit[k : k + self.batch]) for k in range(0, self.samples, self.batch)]
         return steps[: self.steps]
-
-
-def trained_samples(samples: int, batch: int, steps: int, epochs: int) -> int:
-    """How many distinct samples a client holding ``samples`` trains on: all of them over whole
-    passes (``epochs`` > 0) or once the steps wrap around, else the ``steps * batch`` it visits."""
-    if epochs > 0:
-        return samples
-    return min(samples, steps * batch)
 
 
 def simulate_update(
@@ -148,22 +142,6 @@ def relative_distance(estimate: Sequence[Tensor], observed: Sequence[Tensor]) ->
     difference = sum(float(((e - o) ** 2).sum()) for e, o in zip(estimate, observed, strict=True))
     reference = sum(float((o**2).sum()) for o in observed)
     return math.sqrt(difference / max(reference, 1e-300))
-
-
-class TrainingSettings(Protocol):
-    """The clients' training settings the server configured (``FlConfig``, ``AttackSettings``)."""
-
-    @property
-    def lr(self) -> float: ...
-
-    @property
-    def batch_size(self) -> int: ...
-
-    @property
-    def local_steps(self) -> int: ...
-
-    @property
-    def local_epochs(self) -> int: ...
 
 
 def server_schedule(training: TrainingSettings) -> dict[str, Any]:

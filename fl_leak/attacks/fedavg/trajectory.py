@@ -15,6 +15,15 @@ solve), matches the new samples to the previous ones, and takes the next estimat
 Anderson extrapolation of the iterates (:mod:`fl_leak.attacks.fedavg.anderson`). It stops when
 the update-reproduction residual reaches ``trajectory_tolerance`` or has not fallen by a tenth
 for ``STALL`` iterations, and returns the estimate with the lowest residual.
+
+Near the truth the map's derivative is ``-lr * solve'(g) * (second-order terms)``: where the batch
+solve amplifies errors (a square, ill-conditioned layer such as cnn2_c5's), it is no contraction
+at the client's learning rate from the first-order estimate. With ``lr_stages`` = ``K`` > 1 the
+fixed point is continued in the learning rate: stage ``k`` simulates the trajectory at
+``lr * k / K`` for ``stage_iterations`` iterations, from the previous stage's estimate, in the
+order chosen on the first-order estimate (at a fraction of the rate the orders' residuals barely
+differ), and the last stage, at the client's rate, searches the order and runs to the stopping
+rules above.
 """
 
 from __future__ import annotations
@@ -46,7 +55,13 @@ from fl_leak.attacks.linear.walk import last_layer_of
 from fl_leak.attacks.registry import register_attack
 from fl_leak.attacks.result import Reconstruction, TrajectoryDiagnostics
 from fl_leak.errors import FlLeakError
-from fl_leak.options import check_non_negative, check_non_negative_int, torch_device, torch_dtype
+from fl_leak.options import (
+    check_non_negative,
+    check_non_negative_int,
+    check_positive_int,
+    torch_device,
+    torch_dtype,
+)
 
 STALL = 3  # iterations without progress that end the fixed point
 PROGRESS = 0.9  # progress: the best residual falls by this factor at least
@@ -58,18 +73,24 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     """Options of ``fedavg_hybrid``: ``hybrid``'s (:class:`HybridOptions`), the client's schedule
     (:class:`~fl_leak.attacks.fedavg.schedule.ScheduleOptions`: ``local_lr``, ``local_steps``,
     ``local_batch_size``, ``local_epochs``), and the fixed point's ``trajectory_iterations``
-    (re-solves after the first-order one, >= 0), ``trajectory_tolerance`` (residual at which it
-    stops), ``damping`` (share of each re-solve's move taken, in (0, 1]) and ``anderson_memory``
-    (iterates the Anderson acceleration extrapolates from; 0: plain damped iteration)."""
+    (re-solves at the client's rate, after the first-order one or the earlier stages, >= 0),
+    ``trajectory_tolerance`` (residual at which it stops), ``damping`` (share of each re-solve's
+    move taken, in (0, 1]), ``anderson_memory`` (iterates the Anderson acceleration extrapolates
+    from; 0: plain damped iteration), ``lr_stages`` (stages of the continuation in the learning
+    rate; 1: none) and ``stage_iterations`` (iterations of each stage before the last)."""
 
     trajectory_iterations: int = 30
     trajectory_tolerance: float = 1e-9
     damping: float = 1.0
     anderson_memory: int = 5
+    lr_stages: int = 1
+    stage_iterations: int = 3
 
     def __post_init__(self) -> None:
         HybridOptions.__post_init__(self)
         self.check_schedule()
+        check_positive_int("lr_stages", self.lr_stages)
+        check_positive_int("stage_iterations", self.stage_iterations)
         check_non_negative_int("trajectory_iterations", self.trajectory_iterations)
         check_non_negative("trajectory_tolerance", self.trajectory_tolerance)
         check_non_negative_int("anderson_memory", self.anderson_memory)
@@ -169,13 +190,13 @@ def fedavg_hybrid_attack(
     labels = first.labels.to(device)
     estimate = first.inputs.to(dtype=dtype, device=device)
 
-    def residual(inputs: Tensor, order: Order) -> float:
-        simulated = simulate_update(work, inputs, labels, schedule, order)
+    def residual(inputs: Tensor, order: Order, at: Schedule = schedule) -> float:
+        simulated = simulate_update(work, inputs, labels, at, order)
         return relative_distance(simulated, observed)
 
-    def corrected(inputs: Tensor, order: Order) -> list[Tensor]:
+    def corrected(inputs: Tensor, order: Order, at: Schedule = schedule) -> list[Tensor]:
         """The target of the next solve: the update less the trajectory's correction."""
-        simulated = simulate_update(work, inputs, labels, schedule, order)
+        simulated = simulate_update(work, inputs, labels, at, order)
         linear = batch_gradient(work, inputs, labels)
         return [o - (s - g) for o, s, g in zip(observed, simulated, linear, strict=True)]
 
@@ -188,22 +209,33 @@ def fedavg_hybrid_attack(
     )
     fit = _Fit(estimate, search, [search.residual], search.evaluated)
     notes = [*first.notes, f"first-order estimate: all {batch_size} samples as one batch"]
-    acceleration = Anderson(options.anderson_memory, options.damping)
-    iteration = 0
+    iteration, order = 0, search.order
     # one step: the update is the batch gradient itself, nothing to correct
-    while (
-        schedule.steps > 1
-        and iteration < options.trajectory_iterations
-        and search.residual > options.trajectory_tolerance
-        and not fit.stalled()
-    ):
-        iteration += 1
-        target = corrected(estimate, search.order)
-        solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
-        moved = match_samples(solved.inputs.to(estimate), estimate, labels)
-        estimate = acceleration.step(estimate, moved)
-        search = best_order(schedule, partial(residual, estimate), search.order)
-        fit.add(estimate, search)
+    stages = options.lr_stages if schedule.steps > 1 else 0
+    for stage in range(1, stages + 1):
+        staged = replace(schedule, lr=schedule.lr * stage / stages)
+        last = stage == stages
+        acceleration = Anderson(options.anderson_memory, options.damping)
+        fit.since_best = 0
+        for _ in range(options.trajectory_iterations if last else options.stage_iterations):
+            if last and (fit.search.residual <= options.trajectory_tolerance or fit.stalled()):
+                break
+            iteration += 1
+            target = corrected(estimate, order, staged)
+            solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
+            moved = match_samples(solved.inputs.to(estimate), estimate, labels)
+            estimate = acceleration.step(estimate, moved)
+            if last:
+                search = best_order(schedule, partial(residual, estimate), order)
+                order = search.order
+            else:  # at a fraction of the rate the orders barely differ: the order is kept
+                search = OrderSearch(order, residual(estimate, order), 1)
+            fit.add(estimate, search)
+    if stages > 1:
+        notes.append(
+            f"continued in the learning rate over {stages} stages of "
+            f"{options.stage_iterations} iterations"
+        )
     converged = fit.search.residual <= options.trajectory_tolerance
     notes.append(
         f"trajectory fixed point: {iteration} iterations, update residual "
