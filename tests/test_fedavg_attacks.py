@@ -179,11 +179,25 @@ def test_fedavg_hybrid_continued_in_the_learning_rate_ends_at_the_clients_rate(t
     assert psnr_of(inputs, rec.inputs).min() > 100
 
 
+def test_fedavg_hybrid_runs_again_continued_where_the_plain_fixed_point_stops_short(two_steps):
+    model, _, _, observed = two_steps
+    short = {"trajectory_iterations": 1, "stage_iterations": 1}
+    plain = one_sample_steps(model, observed, SHAPE, 2, 0.01, retry_stages=0, **short)
+    again = one_sample_steps(model, observed, SHAPE, 2, 0.01, retry_stages=2, **short)
+    assert plain.trajectory is not None and again.trajectory is not None
+    assert not plain.trajectory.converged
+    assert not any("run again" in note for note in plain.notes)
+    assert any("run again" in note for note in again.notes)
+    # the second run's two stages of one iteration each follow the first run's one
+    assert again.trajectory.iterations == plain.trajectory.iterations + 2
+    assert min(again.trajectory.residuals) <= min(plain.trajectory.residuals)
+
+
 @pytest.mark.slow
 def test_fedavg_hybrid_continuation_recovers_cnn2_c5_four_steps():
     """cnn2_c5 (square, ill-conditioned conv layer), 4 local steps of one embedded image each at
-    lr 0.01: the plain fixed point diverges from the first-order estimate (about 8 dB); continued
-    over 10 learning-rate stages every image exceeds 60 dB."""
+    lr 0.01: the plain fixed point diverges from the first-order estimate (about 8 dB); by default
+    it is then run again continued over 10 learning-rate stages, and every image exceeds 60 dB."""
     from fl_leak.data import load_dataset
     from fl_leak.models import build_model
 
@@ -198,10 +212,9 @@ def test_fedavg_hybrid_continuation_recovers_cnn2_c5_four_steps():
         (3, 32, 32),
         4,
         0.01,
-        lr_stages=10,
-        anderson_memory=0,
         trajectory_iterations=20,
     )
+    assert any("run again" in note for note in rec.notes)
     assert sorted(rec.labels.tolist()) == labels.tolist()
     assert psnr_of(inputs, rec.inputs[rec.labels.argsort()]).min() >= 60
 

@@ -23,7 +23,9 @@ fixed point is continued in the learning rate: stage ``k`` simulates the traject
 ``lr * k / K`` for ``stage_iterations`` iterations, from the previous stage's estimate, in the
 order chosen on the first-order estimate (at a fraction of the rate the orders' residuals barely
 differ), and the last stage, at the client's rate, searches the order and runs to the stopping
-rules above.
+rules above. Where the plain fixed point (``lr_stages=1``) does not reach the tolerance, it is run
+again continued over ``retry_stages`` stages without Anderson acceleration, and the better
+estimate is kept.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     ``trajectory_tolerance`` (residual at which it stops), ``damping`` (share of each re-solve's
     move taken, in (0, 1]), ``anderson_memory`` (iterates the Anderson acceleration extrapolates
     from; 0: plain damped iteration), ``lr_stages`` (stages of the continuation in the learning
-    rate; 1: none) and ``stage_iterations`` (iterations of each stage before the last)."""
+    rate; 1: none), ``stage_iterations`` (iterations of each stage before the last) and
+    ``retry_stages`` (where the fixed point without continuation does not reach the tolerance, it
+    is run again from the first-order estimate, continued over this many stages without Anderson
+    acceleration, and the better estimate kept; 0 or 1: no second run)."""
 
     trajectory_iterations: int = 30
     trajectory_tolerance: float = 1e-9
@@ -85,12 +90,14 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     anderson_memory: int = 5
     lr_stages: int = 1
     stage_iterations: int = 3
+    retry_stages: int = 10
 
     def __post_init__(self) -> None:
         HybridOptions.__post_init__(self)
         self.check_schedule()
         check_positive_int("lr_stages", self.lr_stages)
         check_positive_int("stage_iterations", self.stage_iterations)
+        check_non_negative_int("retry_stages", self.retry_stages)
         check_non_negative_int("trajectory_iterations", self.trajectory_iterations)
         check_non_negative("trajectory_tolerance", self.trajectory_tolerance)
         check_non_negative_int("anderson_memory", self.anderson_memory)
@@ -209,33 +216,52 @@ def fedavg_hybrid_attack(
     )
     fit = _Fit(estimate, search, [search.residual], search.evaluated)
     notes = [*first.notes, f"first-order estimate: all {batch_size} samples as one batch"]
-    iteration, order = 0, search.order
+
+    def fixed_point(stages: int, memory: int) -> int:
+        """Run the fixed point (continued over ``stages``) from the first-order estimate, keeping
+        the best estimate in ``fit``; returns the iterations it took."""
+        current, order, iterations = estimate, search.order, 0
+        for stage in range(1, stages + 1):
+            staged = replace(schedule, lr=schedule.lr * stage / stages)
+            last = stage == stages
+            acceleration = Anderson(memory, options.damping)
+            fit.since_best = 0
+            for _ in range(options.trajectory_iterations if last else options.stage_iterations):
+                if last and (fit.search.residual <= options.trajectory_tolerance or fit.stalled()):
+                    break
+                iterations += 1
+                target = corrected(current, order, staged)
+                solved = hybrid_attack(
+                    model, target, input_shape, batch_size, labels.cpu(), resolve
+                )
+                moved = match_samples(solved.inputs.to(current), current, labels)
+                current = acceleration.step(current, moved)
+                if last:
+                    found = best_order(schedule, partial(residual, current), order)
+                    order = found.order
+                else:  # at a fraction of the rate the orders barely differ: the order is kept
+                    found = OrderSearch(order, residual(current, order), 1)
+                fit.add(current, found)
+        return iterations
+
     # one step: the update is the batch gradient itself, nothing to correct
     stages = options.lr_stages if schedule.steps > 1 else 0
-    for stage in range(1, stages + 1):
-        staged = replace(schedule, lr=schedule.lr * stage / stages)
-        last = stage == stages
-        acceleration = Anderson(options.anderson_memory, options.damping)
-        fit.since_best = 0
-        for _ in range(options.trajectory_iterations if last else options.stage_iterations):
-            if last and (fit.search.residual <= options.trajectory_tolerance or fit.stalled()):
-                break
-            iteration += 1
-            target = corrected(estimate, order, staged)
-            solved = hybrid_attack(model, target, input_shape, batch_size, labels.cpu(), resolve)
-            moved = match_samples(solved.inputs.to(estimate), estimate, labels)
-            estimate = acceleration.step(estimate, moved)
-            if last:
-                search = best_order(schedule, partial(residual, estimate), order)
-                order = search.order
-            else:  # at a fraction of the rate the orders barely differ: the order is kept
-                search = OrderSearch(order, residual(estimate, order), 1)
-            fit.add(estimate, search)
+    iteration = fixed_point(stages, options.anderson_memory)
     if stages > 1:
         notes.append(
             f"continued in the learning rate over {stages} stages of "
             f"{options.stage_iterations} iterations"
         )
+    if (
+        stages == 1
+        and options.retry_stages > 1
+        and fit.search.residual > options.trajectory_tolerance
+    ):
+        notes.append(
+            f"not converged at the client's rate (residual {fit.search.residual:.3e}): run again, "
+            f"continued over {options.retry_stages} stages without Anderson acceleration"
+        )
+        iteration += fixed_point(options.retry_stages, 0)
     converged = fit.search.residual <= options.trajectory_tolerance
     notes.append(
         f"trajectory fixed point: {iteration} iterations, update residual "
