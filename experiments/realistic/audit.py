@@ -61,8 +61,9 @@ def main() -> None:
         )
         print(f"\n== {name}: {time.perf_counter() - start:.1f} s\n{report.table()}", flush=True)
         for layer in report.layers:
-            row = {"probe": name, "batch_size": len(indices), "index": report.index}
-            row.update({key: value for key, value in asdict(layer).items() if key != "path"})
+            fields = {key: value for key, value in asdict(layer).items() if key != "path"}
+            row = {"probe": name, "batch_size": len(indices), "audit_index": report.index}
+            row.update({"layer" if key == "index" else key: value for key, value in fields.items()})
             rows.append(row)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -68,12 +68,18 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         kind = "FedAvg attack: every sample" if attack.startswith("fedavg") else "first batch"
         ax.set_title(f"{attack} ({kind})", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if len(rows):
+            ax.legend(fontsize=8)
     for ax in axes[1]:
-        ax.set_xlabel("local SGD steps (1 and 3 epochs of 2 batches)")
+        ax.set_xlabel("local SGD steps")
+        ax.set_xticks([2, 6])
     for ax in axes[:, 0]:
         ax.set_ylabel("PSNR (dB)")
-    fig.suptitle("flower_cnn, batch 32, 10 clients: PSNR against local steps and learning rate")
+    fig.suptitle(
+        "flower_cnn, batch 32, 10 clients, 38 samples a client: PSNR against local steps "
+        "(1 and 3 epochs) and learning rate",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -6,7 +6,8 @@
 # The first sweep simulates the four settings; every later sweep replays their captures. The
 # attacks run on short budgets (2 shared CPU cores; experiments/realistic/README.md): the max-pooling
 # position search 5 solves from one start (defaults 20 and 4 starts), the optimisations stopped
-# early or after a few hundred iterations.
+# early or after a few hundred iterations. Last, the table and figure (figure.py) and the audit at
+# the data of client 5, the client sampled in the 1-epoch settings of the committed run (audit.py).
 set -euo pipefail
 sweep() { fl-leak --multirun experiment=realistic "$@"; }
 sweep attack=linear +attack.options.pool_rounds=5 +attack.options.pool_restarts=0
@@ -17,3 +18,5 @@ sweep attack=fedavg_hybrid +attack.options.pool_rounds=5 +attack.options.pool_re
   +attack.options.trajectory_iterations=3 +attack.options.iterations=100
 sweep attack=fedavg_unroll +attack.options.iterations=200
 fl-leak-report experiments/realistic/runs --out experiments/realistic/report
+python experiments/realistic/figure.py
+python experiments/realistic/audit.py --client 5
