@@ -1,9 +1,10 @@
 """The realistic study's table and figure, from its report's ``results.csv``.
 
 Prints a markdown table (one row per attack and setting: local epochs, steps, learning rate,
-updates, samples scored, PSNR mean and maximum over the updates, SSIM, label accuracy, the
-gradient estimate's relative error, seconds) and draws ``psnr_vs_steps_and_lr.png``: the PSNR of
-each attack against the client's local steps, one line per learning rate.
+updates, samples scored, PSNR mean and maximum over the updates, the PSNR of a constant mid-grey
+guess against the same samples, SSIM, label accuracy, the gradient estimate's relative error,
+seconds) and draws ``psnr_vs_steps_and_lr.png``: the PSNR of each attack against the client's
+local steps, one line per learning rate, with the mid-grey guess for reference.
 
     python experiments/realistic/figure.py [--report experiments/realistic/report]
 """
@@ -14,6 +15,12 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import torch
+
+from fl_leak.config import compose
+from fl_leak.fl.local_data import load_split, round_plan
+from fl_leak.fl.task import samples
+from fl_leak.metrics.image import psnr
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -22,6 +29,17 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 ATTACKS = ("linear", "hybrid", "ig", "dlg", "fedavg_hybrid", "fedavg_unroll")
 SETTING = ["attack", "local_epochs", "steps", "lr"]
+
+
+def grey_psnr(attack: str, local_epochs: int, lr: float, client: int) -> float:
+    """Mean PSNR of a constant 0.5 image against the samples ``attack`` is scored on in that
+    setting: the first step's batch for a batch attack, every trained sample for a FedAvg one."""
+    settings = compose(["experiment=realistic", f"fl.local_epochs={local_epochs}", f"fl.lr={lr}"])
+    dataset = load_split(settings.data, train=True)
+    plan = round_plan(settings, client, server_round=1)
+    indices = plan.trained if attack.startswith("fedavg") else plan.target
+    images, _ = samples(dataset, indices, torch.float64)
+    return float(psnr(images, torch.full_like(images, 0.5)).mean())
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -38,6 +56,11 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         seconds=("seconds", "mean"),
     )
     table = table.reset_index()
+    clients = ok.groupby(SETTING)["client"].first().reset_index()["client"]
+    table["grey"] = [
+        grey_psnr(row.attack, row.local_epochs, row.lr, client)
+        for row, client in zip(table.itertuples(), clients, strict=True)
+    ]
     table["order"] = table["attack"].map(ATTACKS.index)
     return table.sort_values(["order", "local_epochs", "lr"]).drop(columns="order")
 
@@ -45,14 +68,15 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
 def markdown(table: pd.DataFrame) -> str:
     """The summary as a markdown table."""
     lines = [
-        "| attack | epochs | steps | lr | updates | samples | PSNR dB mean | max | SSIM "
-        "| label acc | gradient error | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attack | epochs | steps | lr | updates | samples | PSNR dB mean | max | mid-grey "
+        "| SSIM | label acc | gradient error | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         lines.append(
             f"| {row.attack} | {row.local_epochs} | {row.steps} | {row.lr:g} | {row.updates} "
-            f"| {row.samples} | {row.psnr_mean:.1f} | {row.psnr_max:.1f} | {row.ssim:.3f} "
+            f"| {row.samples} | {row.psnr_mean:.1f} | {row.psnr_max:.1f} | {row.grey:.1f} "
+            f"| {row.ssim:.3f} "
             f"| {row.label_accuracy:.2f} | {row.gradient_error:.2f} | {row.seconds:.0f} |"
         )
     return "\n".join(lines)
@@ -65,6 +89,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
         rows = table[table["attack"] == attack]
         for lr, group in rows.groupby("lr"):
             ax.plot(group["steps"], group["psnr_mean"], marker="o", label=f"lr {lr:g}")
+        ax.scatter(rows["steps"], rows["grey"], marker="_", s=200, color="grey", label="mid-grey")
         kind = "FedAvg attack: every sample" if attack.startswith("fedavg") else "first batch"
         ax.set_title(f"{attack} ({kind})", fontsize=9)
         ax.grid(alpha=0.3)
