@@ -1,8 +1,8 @@
 """The realistic study's table and figure, from its report's ``results.csv``.
 
 Prints a markdown table (one row per attack and setting: local epochs, steps, learning rate,
-updates, samples scored, PSNR mean and maximum over the updates, the PSNR of a constant mid-grey
-guess against the same samples, SSIM, label accuracy, the gradient estimate's relative error,
+updates, samples scored, PSNR mean and maximum over the updates, SSIM, both scores of a constant
+mid-grey guess against the same samples, label accuracy, the gradient estimate's relative error,
 seconds) and draws ``psnr_vs_steps_and_lr.png``: the PSNR of each attack against the client's
 local steps, one line per learning rate, with the mid-grey guess for reference.
 
@@ -20,7 +20,7 @@ import torch
 from fl_leak.config import compose
 from fl_leak.fl.local_data import load_split, round_plan
 from fl_leak.fl.task import samples
-from fl_leak.metrics.image import psnr
+from fl_leak.metrics.image import psnr, ssim
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -31,15 +31,17 @@ ATTACKS = ("linear", "hybrid", "ig", "dlg", "fedavg_hybrid", "fedavg_unroll")
 SETTING = ["attack", "local_epochs", "steps", "lr"]
 
 
-def grey_psnr(attack: str, local_epochs: int, lr: float, client: int) -> float:
-    """Mean PSNR of a constant 0.5 image against the samples ``attack`` is scored on in that
-    setting: the first step's batch for a batch attack, every trained sample for a FedAvg one."""
+def grey_scores(attack: str, local_epochs: int, lr: float, client: int) -> tuple[float, float]:
+    """Mean PSNR and SSIM of a constant 0.5 image against the samples ``attack`` is scored on in
+    that setting: the first step's batch for a batch attack, every trained sample for a FedAvg
+    one."""
     settings = compose(["experiment=realistic", f"fl.local_epochs={local_epochs}", f"fl.lr={lr}"])
     dataset = load_split(settings.data, train=True)
     plan = round_plan(settings, client, server_round=1)
     indices = plan.trained if attack.startswith("fedavg") else plan.target
     images, _ = samples(dataset, indices, torch.float64)
-    return float(psnr(images, torch.full_like(images, 0.5)).mean())
+    grey = torch.full_like(images, 0.5)
+    return float(psnr(images, grey).mean()), float(ssim(images, grey).mean())
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -57,10 +59,11 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     )
     table = table.reset_index()
     clients = ok.groupby(SETTING)["client"].first().reset_index()["client"]
-    table["grey"] = [
-        grey_psnr(row.attack, row.local_epochs, row.lr, client)
+    grey = [
+        grey_scores(row.attack, row.local_epochs, row.lr, client)
         for row, client in zip(table.itertuples(), clients, strict=True)
     ]
+    table["grey"], table["grey_ssim"] = zip(*grey, strict=True)
     table["order"] = table["attack"].map(ATTACKS.index)
     return table.sort_values(["order", "local_epochs", "lr"]).drop(columns="order")
 
@@ -69,14 +72,14 @@ def markdown(table: pd.DataFrame) -> str:
     """The summary as a markdown table."""
     lines = [
         "| attack | epochs | steps | lr | updates | samples | PSNR dB mean | max | mid-grey "
-        "| SSIM | label acc | gradient error | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| SSIM | mid-grey | label acc | gradient error | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         lines.append(
             f"| {row.attack} | {row.local_epochs} | {row.steps} | {row.lr:g} | {row.updates} "
             f"| {row.samples} | {row.psnr_mean:.1f} | {row.psnr_max:.1f} | {row.grey:.1f} "
-            f"| {row.ssim:.3f} "
+            f"| {row.ssim:.3f} | {row.grey_ssim:.3f} "
             f"| {row.label_accuracy:.2f} | {row.gradient_error:.2f} | {row.seconds:.0f} |"
         )
     return "\n".join(lines)
