@@ -101,6 +101,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     for ax in axes[1]:
         ax.set_xlabel("local SGD steps")
         ax.set_xticks([2, 6])
+        ax.set_xlim(1.4, 6.6)
     for ax in axes[:, 0]:
         ax.set_ylabel("PSNR (dB)")
     fig.suptitle(
