@@ -96,6 +96,7 @@ def _runner_sweeps(script: Path) -> list[list[str]]:
 RUNNERS = {
     "defenses": 3 * 7,
     "baselines": 4 * 3 * 2 + 2 * 2 + 2 + 2,
+    "realistic": 6 * 2 * 2,
 }  # study: its least number of jobs
 
 
