@@ -20,6 +20,7 @@ class UnsupportedLayerError(FlLeakError):
         )
         self.path = path
         self.layer_type = kind
+        self.reason = reason
 
 
 class GradientMismatchError(FlLeakError):

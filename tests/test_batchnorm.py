@@ -112,8 +112,9 @@ def test_training_mode_is_refused_by_name_before_any_work():
             UnsupportedLayerError, match=r"layer '1' \(BatchNorm2d\).*training mode"
         ):
             check_attack_model(attack, model, (1, 5, 5))
-    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(BatchNorm2d\).*couple"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(BatchNorm2d\).*couple") as error:
         audit(model, (1, 5, 5))
+    assert str(error.value).count("optimisation attacks") == 1  # the advice once, not repeated
     check_attack_model("ig", model, (1, 5, 5))  # the optimisation attacks take it
 
 

@@ -266,7 +266,7 @@ def _named(path: str, module: nn.Module) -> Iterator[None]:
     try:
         yield
     except UnsupportedLayerError as error:
-        raise UnsupportedLayerError(path, module, str(error).split(": ", 1)[-1]) from None
+        raise UnsupportedLayerError(path, module, error.reason) from None
     except RuntimeError as error:
         raise UnsupportedLayerError(
             path,
