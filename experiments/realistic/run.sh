@@ -15,7 +15,8 @@ sweep attack=hybrid_quick +attack.options.pool_rounds=5 +attack.options.pool_res
 sweep attack=ig_early
 sweep attack=dlg_quick
 sweep attack=fedavg_hybrid +attack.options.pool_rounds=5 +attack.options.pool_restarts=0 \
-  +attack.options.trajectory_iterations=3 +attack.options.iterations=100
+  +attack.options.trajectory_iterations=3 +attack.options.retry_stages=0 \
+  +attack.options.iterations=100
 sweep attack=fedavg_unroll +attack.options.iterations=200
 fl-leak-report experiments/realistic/runs --out experiments/realistic/report
 python experiments/realistic/figure.py
