@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from bench_solver import large_input_problem  # benchmarks/, the script's own folder
 from torch import nn
 
 import fl_leak
@@ -42,14 +43,7 @@ def _gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
 
 
 def _first_layer_224() -> tuple[nn.Module, list[torch.Tensor], dict]:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 12, 4, stride=2, padding=2, bias=False),
-        nn.Tanh(),
-        nn.Flatten(),
-        nn.Linear(12 * 113 * 113, 10),
-    )
-    image, label = torch.rand(1, 3, 224, 224), torch.tensor([3])
+    model, image, label = large_input_problem()
     return model, _gradients(model, image, label), {"input_shape": (3, 224, 224)}
 
 

@@ -178,8 +178,9 @@ def _peak_resident_gib() -> float:
     return int(match.group(1)) / 2**20
 
 
-def large_input_system() -> None:
-    """Run in a fresh process so that its peak memory is its own."""
+def large_input_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The 3x224x224 first-layer problem (seeded): a strided convolution read back through tanh,
+    one image and its label."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 12, 4, stride=2, padding=2, bias=False),
@@ -187,8 +188,13 @@ def large_input_system() -> None:
         nn.Flatten(),
         nn.Linear(12 * 113 * 113, 10),
     )
-    image = torch.rand(1, 3, 224, 224)
-    loss = F.cross_entropy(model(image), torch.tensor([3]))
+    return model, torch.rand(1, 3, 224, 224), torch.tensor([3])
+
+
+def large_input_system() -> None:
+    """Run in a fresh process so that its peak memory is its own."""
+    model, image, label = large_input_problem()
+    loss = F.cross_entropy(model(image), label)
     gradients = torch.autograd.grad(loss, list(model.parameters()))
     baseline = _peak_resident_gib()
     reconstruction = fl_leak.reconstruct(
