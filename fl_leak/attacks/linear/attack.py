@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
-from fl_leak.attacks.linear.last_layer import solve_last_layer_and_labels
+from fl_leak.attacks.linear.last_layer import LastLayerSolution, solve_last_layer_and_labels
 from fl_leak.attacks.linear.noise import (
     SHRUNK,
     NoiseOptions,
@@ -132,38 +132,50 @@ def run_walk(
         last, labels = solve_last_layer_and_labels(
             last_layer_of(chain), labels, noise_level=level if noisy else 0.0
         )
-    result = walk(
-        chain, labels, options, last, options.pool_rounds, options.pool_restarts, noise=options
-    )
+    result = _walk(chain, labels, options, last)
     if (
         options.shrink
         and options.input_range
         and (result.layers[-1].noise_level > options.noise_threshold)
     ):
-        estimate = result.inputs[0]
-        reference = estimate.clamp(*options.input_range)
-        observed = [(block.weight_gradient, block.bias_gradient) for block in chain.blocks]
-        synthetic = chain_gradients(chain, reference, labels)
-        errors = []
-        for copy, truth in (
-            (noisy_copy(chain, observed, batch_size), estimate),
-            (noisy_copy(chain, list(synthetic), batch_size), reference),
-        ):
-            repeat = walk(
-                copy,
-                labels,
-                options,
-                None,
-                options.pool_rounds,
-                options.pool_restarts,
-                noise=options,
-            )
-            errors.append(repeat.inputs[0].reshape(estimate.shape) - truth)
-        shrinkage = shrink_towards_grey(estimate, errors, options.input_range)
-        result.inputs[0] = shrinkage.inputs
-        result.layers[0].stop_reason += f"{SHRUNK} (weight {shrinkage.weight:.2f})"
-        result.notes.append(shrink_note(shrinkage))
+        _shrink_towards_grey(chain, result, labels, batch_size, options, options.input_range)
     return chain, result, labels, recovered
+
+
+def _walk(
+    chain: Chain, labels: Tensor, options: LinearOptions, last: LastLayerSolution | None
+) -> WalkResult:
+    return walk(
+        chain, labels, options, last, options.pool_rounds, options.pool_restarts, noise=options
+    )
+
+
+def _shrink_towards_grey(
+    chain: Chain,
+    result: WalkResult,
+    labels: Tensor,
+    batch_size: int,
+    options: LinearOptions,
+    input_range: tuple[float, float],
+) -> None:
+    """Shrink a noisy walk's input towards grey, in place: the error per band is measured by
+    two more walks, of the update and of the clamped estimate's own gradients, each with a
+    fresh draw of the noise (:func:`~fl_leak.attacks.linear.noise.shrink_towards_grey`)."""
+    estimate = result.inputs[0]
+    reference = estimate.clamp(*input_range)
+    observed = [(block.weight_gradient, block.bias_gradient) for block in chain.blocks]
+    synthetic = chain_gradients(chain, reference, labels)
+    errors = []
+    for copy, truth in (
+        (noisy_copy(chain, observed, batch_size), estimate),
+        (noisy_copy(chain, list(synthetic), batch_size), reference),
+    ):
+        repeat = _walk(copy, labels, options, None)
+        errors.append(repeat.inputs[0].reshape(estimate.shape) - truth)
+    shrinkage = shrink_towards_grey(estimate, errors, input_range)
+    result.inputs[0] = shrinkage.inputs
+    result.layers[0].stop_reason += f"{SHRUNK} (weight {shrinkage.weight:.2f})"
+    result.notes.append(shrink_note(shrinkage))
 
 
 def check_chain(model: nn.Module, input_shape: tuple[int, ...]) -> None:
