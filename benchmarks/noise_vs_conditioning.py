@@ -6,9 +6,9 @@ measured (mean over the chosen embedded images), with the noise-aware solve (the
 final shrinkage towards grey, which the prediction does not model: ``shrink=False``) and, for
 comparison, the plain least-squares solve (``noise_aware=False``). The prediction
 (:mod:`fl_leak.metrics.noise_prediction`) uses the model's weighted systems at a random probe input
-(their singular values) and two statistics of the images (mean square, flat-image error), no
-fitted constant. It prints predicted against measured PSNR per network and level, the RMS error in
-dB, and draws them.
+(their singular values) and two statistics of each image (mean square, flat-image error), no
+fitted constant; like the measurement, it is the mean of the images' PSNRs. It prints predicted
+against measured PSNR per network and level, the RMS error in dB, and draws them.
 
     python benchmarks/noise_vs_conditioning.py [--models cnn2_c1,cnn2_c5] [--out plot.png]
 """
@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(1)
     data = load_dataset("embedded")
     indices = [int(i) for i in args.images.split(",")]
-    statistics = ImageStatistics.of(data.images[indices].double() / 255)
+    statistics = ImageStatistics.each(data.images[indices].double() / 255)
     rows = []  # (model, level, predicted dB, measured dB, plain least squares dB)
     print(f"{'model':<10} {'sigma':>7} {'predicted':>9} {'measured':>9} {'plain LS':>9}")
     for name in args.models.split(","):
@@ -74,14 +74,7 @@ def main() -> None:
                     )
                     score = float(psnr(image, result.inputs.clamp(0, 1)))
                     scores[aware].append(min(score, 200.0))
-            predicted = predict_psnr(
-                spectra,
-                level,
-                statistics.mean_square,
-                statistics.flat_error,
-                statistics.unrelated_error,
-                classes=12,
-            )
+            predicted = predict_psnr(spectra, level, statistics, classes=12)
             measured, plain = float(np.mean(scores[True])), float(np.mean(scores[False]))
             rows.append((name, level, predicted, measured, plain))
             print(

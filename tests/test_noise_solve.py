@@ -27,6 +27,7 @@ from fl_leak.attacks.linear.noise import (
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics import psnr
 from fl_leak.metrics.audit import probe_layers
+from fl_leak.metrics.image_statistics import ImageStatistics
 from fl_leak.metrics.noise_prediction import layer_spectra, predict_psnr
 from tests.conftest import true_gradients
 
@@ -210,16 +211,26 @@ def test_prediction_matches_a_measured_noisy_attack(embedded):
     model = _small_model()
     x, y = _image(embedded)
     spectra = layer_spectra(model, SHAPE)
-    mean_square = float(x.pow(2).mean())
-    flat_error = float(x.var((2, 3), unbiased=False).mean())
+    statistics = ImageStatistics.each(x)
     gradients = true_gradients(model, x, y)
-    for level in (1e-3, 1e-1):
+    # 1e-5 is below noise_threshold: the walk and the prediction take the plain solve there
+    for level in (1e-5, 1e-3, 1e-1):
         noisy = _noisy(gradients, level)
         # the prediction follows the walk; the shrinkage towards grey comes after it
         result = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear", shrink=False)
         measured = float(psnr(x, result.inputs.clamp(0, 1)))
-        predicted = predict_psnr(spectra, level, mean_square, flat_error, 0.3, classes=10)
+        predicted = predict_psnr(spectra, level, statistics, classes=10)
         assert abs(predicted - measured) < 3.0, (level, predicted, measured)
+
+
+def test_prediction_is_the_mean_of_the_images_psnrs(embedded):
+    spectra = layer_spectra(_small_model(), SHAPE)
+    bright, dark = embedded.images[0:1].double() / 255, embedded.images[0:1].double() / 2550
+    each = [predict_psnr(spectra, 1e-3, ImageStatistics.each(x), 10) for x in (bright, dark)]
+    both = predict_psnr(spectra, 1e-3, ImageStatistics.each(torch.cat([bright, dark])), 10)
+    assert both == pytest.approx(sum(each) / 2)
+    # a tenth of the brightness is 20 dB more PSNR for the same relative error
+    assert each[1] - each[0] == pytest.approx(20.0, abs=0.5)
 
 
 def test_noise_options_are_checked_before_work():

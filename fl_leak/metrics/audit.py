@@ -373,8 +373,8 @@ def audit_device(device: str | torch.device) -> torch.device:
 
 def _noise_statistics(
     levels: Sequence[float], batch_size: int, images: Tensor | None, inputs: Tensor | None
-) -> ImageStatistics:
-    """The data's statistics for the noise prediction, the settings checked first."""
+) -> list[ImageStatistics]:
+    """Each image's statistics for the noise prediction, the settings checked first."""
     if batch_size != 1:
         raise FlLeakError(f"noise_levels: the noise prediction is for batch 1, not {batch_size}")
     if not all(math.isfinite(level) and level > 0 for level in levels):
@@ -382,7 +382,7 @@ def _noise_statistics(
     images = inputs if images is None else images
     if images is None:
         raise FlLeakError("noise_levels needs images for the data's statistics: noise_images=")
-    return ImageStatistics.of(torch.as_tensor(images))
+    return ImageStatistics.each(torch.as_tensor(images))
 
 
 def _audit(

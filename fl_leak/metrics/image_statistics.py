@@ -26,3 +26,8 @@ class ImageStatistics:
             flat_error=float(images.var((2, 3), unbiased=False).mean()),
             unrelated_error=mean_square - float(images.mean()) + 0.5,
         )
+
+    @classmethod
+    def each(cls, images: Tensor) -> list[ImageStatistics]:
+        """One :meth:`of` per image of ``images`` (``(N, C, H, W)`` in ``[0, 1]``)."""
+        return [cls.of(image.unsqueeze(0)) for image in images]
