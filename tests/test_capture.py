@@ -60,7 +60,7 @@ def live_run_with_capture(settings: RunConfig, output_dir: Path, capture_dir: Pa
     attacker.client_failed(1, 2, "injected failure")
     sink.end_round(1, clients_seconds=1.0, attack_seconds=2.0, aggregate_seconds=0.1)
     sink.evaluation(1, 0.5, 2.0)
-    summary = json.loads(sink.write_summary(audit_index=attacker.audit_index).read_text())
+    summary = json.loads(sink.write_summary(audit_index=attacker.audit_index()).read_text())
     writer.close(summary)
 
 

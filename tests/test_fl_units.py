@@ -320,4 +320,41 @@ def test_a_run_audits_its_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     indices = {json.loads(line)["audit_index"] for line in lines}
     assert calls == [settings.fl.batch_size] and len(lines) == 3
-    assert indices == {attacker.audit_index} and attacker.audit_index is not None
+    assert indices == {attacker.audit_index()} and attacker.audit_index() is not None
+    assert calls == [settings.fl.batch_size]  # asked again: the run's audit, not a new one
+
+
+def test_a_fedavg_record_carries_the_audit_at_every_trained_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FedAvg attack reconstructs every sample the client trained on: its record's index is
+    the audit at that many samples, not at the run's batch size."""
+    calls = []
+    audit = fl_leak.audit
+
+    def counted(model, input_shape, batch_size, **options):
+        calls.append(batch_size)
+        return audit(model, input_shape, batch_size, **options)
+
+    def stop(*args: object) -> None:
+        raise RuntimeError("reconstruction skipped by the test")
+
+    monkeypatch.setattr(fl_leak, "audit", counted)
+    monkeypatch.setattr(leakage, "reconstruct_view", stop)
+    settings = settings_with(
+        "fl.local_data=partition", "fl.local_epochs=1", "fl.batch_size=32", "attack=fedavg_hybrid"
+    )
+    info = load_split(settings.data, train=True).info
+    sink = ResultSink(tmp_path, settings, info.class_names)
+    attacker = UpdateAttacker(settings, info, sink)
+    reply = client_reply(settings)
+    oracle = take_oracle(reply)
+    assert oracle is not None
+    trained = oracle.labels.numel()
+    assert trained > settings.fl.batch_size
+    attacker.attack_update(1, 0, train_message(settings).content["arrays"], reply.content, oracle)
+    (record,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert record["status"] != "ok" and "skipped by the test" in record["error"]
+    assert calls == [trained]
+    assert record["audit_index"] == attacker.audit_index(trained)
+    assert attacker.audit_index() is not None and calls == [trained, settings.fl.batch_size]

@@ -284,6 +284,6 @@ def replay(
         if "clients_accuracy" in entry:
             sink.clients_evaluation(server_round, entry["clients_accuracy"], entry["clients_loss"])
     path = sink.write_summary(
-        audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
+        audit_index=attacker.audit_index(), run_seconds=perf_counter() - start, **summary_extra
     )
     return json.loads(path.read_text())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -244,27 +244,34 @@ class Attacker:
         self.attack = attack
         self.sink = sink
         self.template = template
+        self._audits: dict[int, int | None] = {}
 
-    @cached_property
-    def audit_index(self) -> int | None:
-        """``fl_leak.audit``'s index of the model at the attacked batch size (once per run)."""
+    def audit_index(self, batch_size: int | None = None) -> int | None:
+        """``fl_leak.audit``'s index of the model at ``batch_size`` (default: the run's
+        ``fl.batch_size``), each batch size audited once per run."""
+        size = self.attack.batch_size if batch_size is None else batch_size
+        if size not in self._audits:
+            self._audits[size] = self._audit(size)
+        return self._audits[size]
+
+    def _audit(self, batch_size: int) -> int | None:
         attack = self.attack
         if attack.audit_max_dense is None:
             return None
         log.info(
-            "auditing %s at batch size %d (once per run; audit.max_dense=0 is faster) ...",
+            "auditing %s at batch size %d (once per batch size; audit.max_dense=0 is faster) ...",
             self.template.model,
-            attack.batch_size,
+            batch_size,
         )
         try:
             report = fl_leak.audit(
                 attack.model(),
                 attack.input_shape,
-                attack.batch_size,
+                batch_size,
                 max_dense=attack.audit_max_dense,
                 rtol=0,  # the index counts exact deficiencies; skip the numerical count
             )
-        except FlLeakError as error:
+        except Exception as error:  # the index annotates records: its failure must not end the run
             log.warning("no audit index for %s: %s", self.template.model, error)
             return None
         return int(report.index)
@@ -277,12 +284,13 @@ class Attacker:
     def record(
         self, server_round: int, client: int | None, aggregated_clients: int | None = None
     ) -> LeakRecord:
-        """An empty record of this run for one client (or an aggregate) and round."""
+        """An empty record of this run for one client (or an aggregate) and round, with the audit
+        index at the run's batch size."""
         return replace(
             self.template,
             round=server_round,
             client=client,
-            audit_index=self.audit_index,
+            audit_index=self.audit_index(),
             aggregated_clients=aggregated_clients,
         )
 
@@ -310,17 +318,21 @@ class Attacker:
         samples; None for one client's own update. Any exception on the way is recorded as a
         failed record; the run goes on.
         """
-        record = self.record(server_round, client, aggregated_clients)
+        first_batch = self.attack.batch_size * (aggregated_clients or 1)
+        # the audit index is at the batch the attack reconstructs, known once the update is read
+        record = replace(
+            self.template, round=server_round, client=client, aggregated_clients=aggregated_clients
+        )
         try:
             if oracle is None:
                 raise ValueError(
                     "the reply carries no ground truth (oracle record) to score against: the "
                     "client sends none (an fl-leak node with send-ground-truth=false)"
                 )
-            first_batch = self.attack.batch_size * (aggregated_clients or 1)
             view = update_view(
                 self.attack, sent, reply, None if aggregated_clients is None else first_batch
             )
+            record.audit_index = self.audit_index(view.batch_size)
             if aggregated_clients and view.steps > 1 and takes_schedule(self.attack.attack):
                 raise FlLeakError(
                     f"attack {self.attack.attack!r} models one client's local training; an "
@@ -339,6 +351,8 @@ class Attacker:
             record.shortfall = shortfall(record, reconstruction)
         except Exception as error:  # one failed attack must not end the run
             log.warning("round %d, client %s: attack failed: %s", server_round, client, error)
+            if record.audit_index is None:
+                record.audit_index = self.audit_index(first_batch)
             self.sink.add(record.fail("attack", f"{type(error).__name__}: {error}"))
             return
         self.sink.add(record, shown)

@@ -348,7 +348,7 @@ def serve_secagg(
     for server_round, accuracy in legacy.history.metrics_distributed.get("accuracy", []):
         sink.clients_evaluation(server_round, float(accuracy), float(losses[server_round]))
     return sink.write_summary(
-        audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
+        audit_index=attacker.audit_index(), run_seconds=perf_counter() - start, **summary_extra
     )
 
 

@@ -91,7 +91,7 @@ def serve(
         accuracy, loss = record_float(metrics, "accuracy"), record_float(metrics, "loss")
         sink.clients_evaluation(server_round, accuracy, loss)
     return sink.write_summary(
-        audit_index=attacker.audit_index, run_seconds=perf_counter() - start, **summary_extra
+        audit_index=attacker.audit_index(), run_seconds=perf_counter() - start, **summary_extra
     )
 
 
