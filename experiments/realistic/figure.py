@@ -1,17 +1,22 @@
-"""The realistic study's table and figure, from its report's ``results.csv``.
+"""The realistic study's table and figure, from the ``results.csv`` of one or more reports.
 
-Prints a markdown table (one row per attack and setting: local epochs, steps, learning rate,
-updates, samples scored, PSNR mean and maximum over the updates, SSIM, both scores of a constant
-mid-grey guess against the same samples, label accuracy, the gradient estimate's relative error,
-seconds) and draws ``psnr_vs_steps_and_lr.png``: the PSNR of each attack against the client's
-local steps, one line per learning rate, with the mid-grey guess for reference.
+Prints a markdown table (one row per attack and setting: local epochs, steps, learning rate, the
+attacked client, updates, samples scored, PSNR mean and maximum over the updates, SSIM, both scores
+of a constant mid-grey guess against the same samples, label accuracy, the gradient estimate's
+relative error, seconds) and draws ``psnr_vs_steps_and_lr.png``: the PSNR of each attack against
+the client's local steps, one line per learning rate, with the mid-grey guess for reference.
 
-    python experiments/realistic/figure.py [--report experiments/realistic/report]
+Several ``results.csv`` combine setting by setting: a later file's settings (local epochs and
+learning rate) replace every row of those settings in the earlier ones, so that within a setting
+every attack is scored on the same run's update.
+
+    python experiments/realistic/figure.py [--results RESULTS.csv ...]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -29,6 +34,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 ATTACKS = ("linear", "hybrid", "ig", "dlg", "fedavg_hybrid", "fedavg_unroll")
 SETTING = ["attack", "local_epochs", "steps", "lr"]
+FL_SETTING = ["local_epochs", "lr"]
 
 
 def grey_scores(attack: str, local_epochs: int, lr: float, client: int) -> tuple[float, float]:
@@ -42,6 +48,18 @@ def grey_scores(attack: str, local_epochs: int, lr: float, client: int) -> tuple
     images, _ = samples(dataset, indices, torch.float64)
     grey = torch.full_like(images, 0.5)
     return float(psnr(images, grey).mean()), float(ssim(images, grey).mean())
+
+
+def combine(results: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The records of several reports, setting by setting: the rows of each FL setting (local
+    epochs and learning rate) come from the last report that holds it."""
+    combined = results[0]
+    for later in results[1:]:
+        replaced = pd.MultiIndex.from_frame(combined[FL_SETTING]).isin(
+            pd.MultiIndex.from_frame(later[FL_SETTING])
+        )
+        combined = pd.concat([combined[~replaced], later], ignore_index=True)
+    return combined
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -58,10 +76,9 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         seconds=("seconds", "mean"),
     )
     table = table.reset_index()
-    clients = ok.groupby(SETTING)["client"].first().reset_index()["client"]
+    table["client"] = ok.groupby(SETTING)["client"].first().to_numpy()
     grey = [
-        grey_scores(row.attack, row.local_epochs, row.lr, client)
-        for row, client in zip(table.itertuples(), clients, strict=True)
+        grey_scores(row.attack, row.local_epochs, row.lr, row.client) for row in table.itertuples()
     ]
     table["grey"], table["grey_ssim"] = zip(*grey, strict=True)
     table["order"] = table["attack"].map(ATTACKS.index)
@@ -71,15 +88,15 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
 def markdown(table: pd.DataFrame) -> str:
     """The summary as a markdown table."""
     lines = [
-        "| attack | epochs | steps | lr | updates | samples | PSNR dB mean | max | mid-grey "
-        "| SSIM | mid-grey | label acc | gradient error | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attack | epochs | steps | lr | client | updates | samples | PSNR dB mean | max "
+        "| mid-grey | SSIM | mid-grey | label acc | gradient error | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         lines.append(
-            f"| {row.attack} | {row.local_epochs} | {row.steps} | {row.lr:g} | {row.updates} "
-            f"| {row.samples} | {row.psnr_mean:.1f} | {row.psnr_max:.1f} | {row.grey:.1f} "
-            f"| {row.ssim:.3f} | {row.grey_ssim:.3f} "
+            f"| {row.attack} | {row.local_epochs} | {row.steps} | {row.lr:g} | {row.client} "
+            f"| {row.updates} | {row.samples} | {row.psnr_mean:.1f} | {row.psnr_max:.1f} "
+            f"| {row.grey:.1f} | {row.ssim:.3f} | {row.grey_ssim:.3f} "
             f"| {row.label_accuracy:.2f} | {row.gradient_error:.2f} | {row.seconds:.0f} |"
         )
     return "\n".join(lines)
@@ -118,10 +135,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--report", type=Path, default=HERE / "report")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[HERE / "report" / "results.csv"],
+        help="reports' results.csv; a later one's settings replace the earlier ones'",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "psnr_vs_steps_and_lr.png")
     args = parser.parse_args()
-    table = summary(pd.read_csv(args.report / "results.csv"))
+    table = summary(combine([pd.read_csv(path) for path in args.results]))
     print(markdown(table))
     figure(table, args.out)
     print(f"\nwrote {args.out}")
