@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock, Timeout
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from safetensors import safe_open
 
 from fl_leak.config import CaptureMode, RunConfig, compose
-from fl_leak.fl import capture
+from fl_leak.fl import capture, orchestrator
 from fl_leak.fl.capture import (
     Capture,
     CaptureWriter,
@@ -210,6 +211,30 @@ def test_a_capture_made_by_other_code_is_not_replayed(
     assert capture_key(settings) != key_now
     with pytest.raises(ConfigError, match="holds no capture"):
         run(settings, tmp_path / "out")
+
+
+def test_a_replay_runs_without_the_captures_lock(
+    captured: tuple[RunConfig, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sweeps of other attacks on the same capture replay it side by side, not one by one."""
+    _, _, directory = captured
+    settings = compose([*BASE, "capture.mode=replay", f"capture.dir={tmp_path}"])
+    key = capture_key(settings)
+    shutil.copytree(directory, tmp_path / key)
+    lock_free = []
+
+    def replay_checking_the_lock(*args: object, **kwargs: object) -> dict:
+        try:  # another job's attempt: a separate lock on the same file
+            with FileLock(tmp_path / f"{key}.lock", timeout=0):
+                lock_free.append(True)
+        except Timeout:
+            lock_free.append(False)
+        return {"replayed": True}
+
+    monkeypatch.setattr(orchestrator, "replay", replay_checking_the_lock)
+
+    assert run(settings, tmp_path / "out") == {"replayed": True}
+    assert lock_free == [True]
 
 
 def test_replay_without_a_capture_is_an_error_naming_the_setting(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def run(settings: RunConfig, output_dir: Path, multirun: bool = False) -> dict[s
     when there is one; otherwise simulates, attacking live and saving the capture. With replay,
     a missing capture is a :class:`ConfigError`. A lock per key makes parallel jobs of a sweep
     wait for the one that simulates; a capture appears (renamed into place) only once its run has
-    finished. Returns the summary.
+    finished, and replays of it run side by side. Returns the summary.
     """
     mode = effective_mode(settings.capture.mode, multirun)
     if mode is CaptureMode.off:
@@ -47,26 +47,36 @@ def run(settings: RunConfig, output_dir: Path, multirun: bool = False) -> dict[s
     key = capture_key(settings)
     directory = root / key
     with FileLock(root / f"{key}.lock"):
-        if (directory / META_FILE).exists():
-            log.info("replaying capture %s: no Flower simulation", directory)
-            info = {"key": key, "replayed": True}
-            return replay(Capture(directory), settings, Path(output_dir), capture=info)
-        if mode is CaptureMode.replay:
-            raise ConfigError(
-                f"capture.mode=replay but {root} holds no capture {key} of these settings; "
-                "run them once with capture.mode=reuse"
-            )
-        partial_dir = root / f"{key}.partial"
+        if not (directory / META_FILE).exists():
+            if mode is CaptureMode.replay:
+                raise ConfigError(
+                    f"capture.mode=replay but {root} holds no capture {key} of these settings; "
+                    "run them once with capture.mode=reuse"
+                )
+            return _simulate_and_capture(settings, output_dir, root, key)
+    # a finished capture is never written again: replays read it without the lock, side by side
+    log.info("replaying capture %s: no Flower simulation", directory)
+    info = {"key": key, "replayed": True}
+    return replay(Capture(directory), settings, Path(output_dir), capture=info)
+
+
+def _simulate_and_capture(
+    settings: RunConfig, output_dir: Path, root: Path, key: str
+) -> dict[str, Any]:
+    """Simulate, attacking live, and save the capture under ``root / key`` once the run has
+    finished (written aside, then renamed into place). Returns the summary."""
+    partial_dir = root / f"{key}.partial"
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    writer = CaptureWriter(partial_dir, settings)
+    try:
+        summary = simulate(
+            settings, output_dir, writer.attacker, capture={"key": key, "replayed": False}
+        )
+        writer.close(summary)
+    except BaseException:
         shutil.rmtree(partial_dir, ignore_errors=True)
-        writer = CaptureWriter(partial_dir, settings)
-        try:
-            summary = simulate(
-                settings, output_dir, writer.attacker, capture={"key": key, "replayed": False}
-            )
-            writer.close(summary)
-        except BaseException:
-            shutil.rmtree(partial_dir, ignore_errors=True)
-            raise
-        partial_dir.rename(directory)
-        log.info("saved capture %s", directory)
-        return summary
+        raise
+    directory = root / key
+    partial_dir.rename(directory)
+    log.info("saved capture %s", directory)
+    return summary
