@@ -284,19 +284,20 @@ class Attacker:
     def record(
         self, server_round: int, client: int | None, aggregated_clients: int | None = None
     ) -> LeakRecord:
-        """An empty record of this run for one client (or an aggregate) and round, with the audit
-        index at the run's batch size."""
+        """An empty record of this run for one client (or an aggregate) and round; its audit
+        index is set where the batch it describes is known."""
         return replace(
             self.template,
             round=server_round,
             client=client,
-            audit_index=self.audit_index(),
             aggregated_clients=aggregated_clients,
         )
 
     def client_failed(self, server_round: int, client: int | None, reason: str) -> None:
-        """Record a client that raised instead of replying."""
-        self.sink.add(self.record(server_round, client).fail("client", reason))
+        """Record a client that raised instead of replying (audit index at the run's batch)."""
+        record = self.record(server_round, client)
+        record.audit_index = self.audit_index()
+        self.sink.add(record.fail("client", reason))
 
     def attack_update(
         self,
@@ -320,9 +321,7 @@ class Attacker:
         """
         first_batch = self.attack.batch_size * (aggregated_clients or 1)
         # the audit index is at the batch the attack reconstructs, known once the update is read
-        record = replace(
-            self.template, round=server_round, client=client, aggregated_clients=aggregated_clients
-        )
+        record = self.record(server_round, client, aggregated_clients)
         try:
             if oracle is None:
                 raise ValueError(

@@ -181,9 +181,9 @@ def _gram_certificate(
         known = basis.shape[1]
     shift = SHIFT * s_max2
     factor = _shifted_factor(matrix, shift)
-    reusable = factor if dependencies is None else None
     if factor is None:
         return None, None
+    reusable = factor if dependencies is None else None
 
     def inverse(v: np.ndarray) -> np.ndarray:  # (C + shift I)^{-1} v
         vector = torch.from_numpy(v.reshape(-1, 1)).to(factor.device)
