@@ -14,6 +14,7 @@ from fl_leak.attacks.linear.chain import parse_chain
 from fl_leak.attacks.linear.noise import (
     DISCREPANCY_STOP,
     SHRUNK,
+    TIKHONOV_STOP,
     NoiseOptions,
     bands,
     chain_gradients,
@@ -22,8 +23,10 @@ from fl_leak.attacks.linear.noise import (
     noise_exponent,
     shrink_towards_grey,
     solve_discrepancy,
+    solve_tikhonov,
     update_noise_level,
 )
+from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics import psnr
 from fl_leak.metrics.audit import probe_layers
@@ -72,15 +75,20 @@ def test_noise_level_of_a_rank_b_gradient_plus_known_noise():
     assert math.isnan(update_noise_level(clean, 12))  # no complement to read the noise from
 
 
-def test_noisy_update_stops_at_the_discrepancy_and_beats_plain_least_squares(embedded):
+@pytest.mark.parametrize(
+    ("tikhonov_weight", "stop"), [(0.3, TIKHONOV_STOP), (0.0, DISCREPANCY_STOP)]
+)
+def test_noisy_update_is_regularised_and_beats_plain_least_squares(embedded, tikhonov_weight, stop):
     model = _small_model()
     x, y = _image(embedded)
     noisy = _noisy(true_gradients(model, x, y), 1e-2)
-    new = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear")
-    old = fl_leak.reconstruct(  # today's plain solve: LSMR to its tolerance
+    new = fl_leak.reconstruct(
+        model, noisy, input_shape=SHAPE, attack="linear", tikhonov_weight=tikhonov_weight
+    )
+    old = fl_leak.reconstruct(  # the plain solve: LSMR to its tolerance
         model, noisy, input_shape=SHAPE, attack="linear", noise_aware=False, method="lsmr"
     )
-    assert new.layers[0].stop_reason.startswith(DISCREPANCY_STOP)
+    assert new.layers[0].stop_reason.startswith(stop)
     assert new.layers[-1].noise_level == pytest.approx(1e-2, rel=0.2)
     assert 0 < new.layers[0].noise_level < 1
     assert math.isnan(old.layers[0].noise_level)
@@ -88,6 +96,42 @@ def test_noisy_update_stops_at_the_discrepancy_and_beats_plain_least_squares(emb
     measured = float(psnr(x, new.inputs.clamp(0, 1)))
     assert measured > _grey(x) + 10
     assert measured > float(psnr(x, old.inputs.clamp(0, 1))) - 1.0
+
+
+def _dense_tikhonov(system: LayerSystem, damping: float, origin: torch.Tensor) -> torch.Tensor:
+    """``argmin ||U x - V||^2 + damping ||x - origin||^2`` from the materialised ``U``."""
+    matrix = system.dense()
+    remainder = system.rhs() - matrix @ origin.reshape(-1)
+    normal = matrix.T @ matrix + damping * torch.eye(matrix.shape[1], dtype=matrix.dtype)
+    step = torch.linalg.solve(normal, matrix.T @ remainder)
+    return origin + step.reshape(system.unknown_shape)
+
+
+def test_tikhonov_solve_is_the_dense_tikhonov_solution():
+    system = probe_layers(_small_model(), SHAPE, scaled=True).systems[0]
+    origin = torch.full(system.unknown_shape, 0.5, dtype=torch.float64)
+    solved = solve_tikhonov(system, 1e-3, origin)
+    assert solved is not None
+    x, report, factor = solved
+    expected = _dense_tikhonov(system, factor.delta, origin)
+    assert factor.delta == pytest.approx(1e-3 * factor.mean_diagonal)
+    assert float((x - expected).norm() / expected.norm()) < 1e-9
+    assert report.stop_reason.startswith(TIKHONOV_STOP)
+    assert report.iterations <= 2
+    # another system's factorisation (different output gradients) preconditions the solve and
+    # sets the damping; the answer is still this system's own Tikhonov solution
+    other = replace(system, output_gradient=system.output_gradient * 1.1)
+    reused = solve_tikhonov(other, 1.0, origin, reuse=factor)
+    assert reused is not None
+    expected = _dense_tikhonov(other, factor.delta, origin)
+    assert float((reused[0] - expected).norm() / expected.norm()) < 1e-5
+    assert reused[2] is factor
+
+
+def test_tikhonov_solve_leaves_other_layers_to_the_discrepancy_stop():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(300, 20), nn.Tanh(), nn.Linear(20, 10)).double()
+    system = probe_layers(model, SHAPE, scaled=True).systems[0]
+    assert solve_tikhonov(system, 1e-3) is None  # fully connected: no convolution to factor
 
 
 def test_clean_update_takes_the_plain_exact_solve(embedded):

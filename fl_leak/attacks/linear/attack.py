@@ -20,6 +20,7 @@ from fl_leak.attacks.linear.noise import (
     shrink_note,
     shrink_towards_grey,
 )
+from fl_leak.attacks.linear.preconditioner import NormalPreconditioner
 from fl_leak.attacks.linear.solver import SOLVE_METHODS, SolverOptions
 from fl_leak.attacks.linear.walk import WalkResult, last_layer_of, walk
 from fl_leak.attacks.registry import register_attack
@@ -143,10 +144,21 @@ def run_walk(
 
 
 def _walk(
-    chain: Chain, labels: Tensor, options: LinearOptions, last: LastLayerSolution | None
+    chain: Chain,
+    labels: Tensor,
+    options: LinearOptions,
+    last: LastLayerSolution | None,
+    reuse: dict[int, NormalPreconditioner] | None = None,
 ) -> WalkResult:
     return walk(
-        chain, labels, options, last, options.pool_rounds, options.pool_restarts, noise=options
+        chain,
+        labels,
+        options,
+        last,
+        options.pool_rounds,
+        options.pool_restarts,
+        noise=options,
+        reuse=reuse,
     )
 
 
@@ -170,7 +182,7 @@ def _shrink_towards_grey(
         (noisy_copy(chain, observed, batch_size), estimate),
         (noisy_copy(chain, list(synthetic), batch_size), reference),
     ):
-        repeat = _walk(copy, labels, options, None)
+        repeat = _walk(copy, labels, options, None, result.factors)
         errors.append(repeat.inputs[0].reshape(estimate.shape) - truth)
     shrinkage = shrink_towards_grey(estimate, errors, input_range)
     result.inputs[0] = shrinkage.inputs

@@ -47,8 +47,13 @@ def cgls(
     tolerance: float,
     max_iterations: int,
     precondition: Preconditioner | None = None,
+    damp: float = 0.0,
 ) -> CglsResult:
-    """Solve ``min ||U x - rhs||`` from ``x = 0`` by (preconditioned) CGLS."""
+    """Solve ``min ||U x - rhs||^2 + damp ||x||^2`` from ``x = 0`` by (preconditioned) CGLS.
+
+    With ``damp > 0`` the preconditioner approximates ``(U^T U + damp I)^-1`` and the
+    optimality rule applies to the damped gradient ``U^T r - damp x``.
+    """
     identity: Preconditioner = lambda v: v  # noqa: E731
     apply_inverse = precondition or identity
     norm_u = frobenius_estimate(system)
@@ -65,13 +70,15 @@ def cgls(
         return CglsResult(x, 0, 0)
     for iteration in range(1, max_iterations + 1):
         q = system.apply(p)
-        curvature = float(q.square().sum())
+        curvature = float(q.square().sum()) + damp * float(p.square().sum())
         if curvature == 0:  # no progress possible along p: optimal to rounding
             return CglsResult(x, iteration - 1, 2)
         alpha = gamma / curvature
         x.add_(p, alpha=alpha)
         r.sub_(q, alpha=alpha)
         s = system.apply_adjoint(r)
+        if damp:
+            s.sub_(x, alpha=damp)
         norm_r = float(r.norm())
         if norm_r <= tolerance * (norm_b + norm_u * float(x.norm())):
             return CglsResult(x, iteration, 1)

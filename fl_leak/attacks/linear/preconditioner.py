@@ -204,9 +204,17 @@ def _gradient_columns(system: LayerSystem, layout: _Layout) -> Tensor:
 
 
 class NormalPreconditioner:
-    """``P^-1`` for ``P = A^T F^2 A + delta I + K^T K`` of a convolution layer's system."""
+    """``P^-1`` for ``P = A^T F^2 A + delta I + K^T K`` of a convolution layer's system.
 
-    def __init__(self, system: LayerSystem, reach: tuple[int, int]) -> None:
+    ``delta`` is ``relative_delta`` times the mean diagonal of ``A^T F^2 A`` (at least ``10 eps``
+    times it): ``DELTA`` for the least-squares solve's preconditioner, where ``P`` is then
+    ``U^T U`` up to rounding; a larger value makes ``P`` the exact normal matrix of a Tikhonov
+    problem (:func:`~fl_leak.attacks.linear.noise.solve_tikhonov`).
+    """
+
+    def __init__(
+        self, system: LayerSystem, reach: tuple[int, int], relative_delta: float = DELTA
+    ) -> None:
         channels, height, width = system.operator.in_shape
         self.layout = _Layout(channels, height, width, reach[0])
         diagonal, lower = _forward_normal_blocks(system, self.layout)
@@ -215,7 +223,8 @@ class NormalPreconditioner:
         samples_unknowns = diagonal.shape[0] * channels * height * width
         mean = diagonal.diagonal(dim1=-2, dim2=-1).sum() / samples_unknowns
         eps = torch.finfo(diagonal.dtype).eps
-        self.delta = float(mean) * max(DELTA, 10 * eps)
+        self.mean_diagonal = float(mean)
+        self.delta = self.mean_diagonal * max(relative_delta, 10 * eps)
         diagonal.diagonal(dim1=-2, dim2=-1).add_(self.delta)
         if padded_rows:  # rows appended to fill the last block: identity there
             first = (self.layout.rows_per_block - padded_rows) * width * channels
@@ -306,12 +315,12 @@ class NormalPreconditioner:
 _BUILT: dict[int, NormalPreconditioner | None] = {}
 
 
-def normal_preconditioner(
+def applicable_reach(
     system: LayerSystem, max_setup_flops: float = MAX_SETUP_FLOPS
-) -> NormalPreconditioner | None:
-    """The preconditioner of ``system`` where it applies and its setup is within
-    ``max_setup_flops`` (and its gradient block within memory bounds), else None. Built once per
-    system object: later calls for the same system return the same preconditioner."""
+) -> tuple[int, int] | None:
+    """The kernel reach of ``system`` (:func:`kernel_reach`) where the preconditioner applies,
+    its setup is within ``max_setup_flops`` and its gradient block within memory bounds, else
+    None."""
     reach = kernel_reach(system)
     if reach is None:
         return None
@@ -320,6 +329,18 @@ def normal_preconditioner(
     ):
         return None
     if setup_flops(system, reach) > max_setup_flops:
+        return None
+    return reach
+
+
+def normal_preconditioner(
+    system: LayerSystem, max_setup_flops: float = MAX_SETUP_FLOPS
+) -> NormalPreconditioner | None:
+    """The preconditioner of ``system`` where it applies (:func:`applicable_reach`), else None.
+    Built once per system object: later calls for the same system return the same
+    preconditioner."""
+    reach = applicable_reach(system, max_setup_flops)
+    if reach is None:
         return None
     key = id(system)
     if key not in _BUILT:

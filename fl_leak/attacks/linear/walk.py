@@ -15,6 +15,7 @@ from fl_leak.attacks.linear.noise import (
     FLAT,
     FLAT_MARGIN,
     NoiseOptions,
+    NoisySolveReport,
     flat_solution,
     forward_weights,
     gradient_mismatch,
@@ -22,8 +23,10 @@ from fl_leak.attacks.linear.noise import (
     noisy_update,
     project_to_range,
     solve_discrepancy,
+    solve_tikhonov,
 )
 from fl_leak.attacks.linear.pooling import PoolingReport, solve_pooled
+from fl_leak.attacks.linear.preconditioner import NormalPreconditioner
 from fl_leak.attacks.linear.solver import SolveReport, SolverOptions, solve_layer
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.attacks.result import LayerDiagnostics
@@ -38,6 +41,8 @@ class WalkResult:
     layers: list[LayerDiagnostics]
     last: LastLayerSolution
     notes: list[str] = field(default_factory=list)  # layers below the last left undetermined
+    # the noisy solves' Tikhonov factorisations by block index, for another walk to reuse
+    factors: dict[int, NormalPreconditioner] = field(default_factory=dict)
 
 
 def last_layer_of(chain: Chain) -> LastLayer:
@@ -108,6 +113,29 @@ def pooling_note(block: Block, pooling: PoolingReport) -> str | None:
     )
 
 
+def _solve_noisy(
+    system: LayerSystem,
+    noise: NoiseOptions,
+    level: float,
+    options: SolverOptions,
+    initial: Tensor | None,
+    reuse: NormalPreconditioner | None,
+    input_layer: bool,
+) -> tuple[Tensor, NoisySolveReport, NormalPreconditioner | None]:
+    """A noisy layer's solve: Tikhonov where its factorisation applies (``reuse``: another
+    walk's factorisation of this layer), towards the least-squares flat input on the input
+    layer and towards ``initial`` above it; else CGLS from ``initial`` stopped by the discrepancy
+    principle. Also the factorisation used."""
+    if noise.tikhonov_weight > 0:
+        centre = flat_solution(system) if input_layer and initial is not None else initial
+        solved = solve_tikhonov(
+            system, noise.tikhonov_weight * level**2, centre, options.tolerance, reuse
+        )
+        if solved is not None:
+            return solved
+    return *solve_discrepancy(system, noise, options.max_iterations, initial), None
+
+
 def walk(
     chain: Chain,
     labels: Tensor,
@@ -116,6 +144,7 @@ def walk(
     pool_rounds: int = 20,
     pool_restarts: int = 0,
     noise: NoiseOptions = NoiseOptions(),
+    reuse: dict[int, NormalPreconditioner] | None = None,
 ) -> WalkResult:
     """Reconstruct every layer's input, from the last layer down to the model's input.
 
@@ -123,8 +152,12 @@ def walk(
     ``pool_rounds`` bounds the solves that settle a max-pooling block's positions from each of
     ``1 + pool_restarts`` starts (:func:`~fl_leak.attacks.linear.pooling.solve_pooled`).
     An update whose noise level (:func:`~fl_leak.attacks.linear.noise.update_noise_level`) is
-    above ``noise.noise_threshold`` is walked noise-aware (:mod:`fl_leak.attacks.linear.noise`).
+    above ``noise.noise_threshold`` is walked noise-aware (:mod:`fl_leak.attacks.linear.noise`);
+    ``reuse``, another walk's Tikhonov factorisations by block index (the result's
+    ``factors``), precondition this walk's solves of the same layers.
     """
+    reuse = reuse or {}
+    factors: dict[int, NormalPreconditioner] = {}
     start = time.perf_counter()
     last = chain.last
     batch = labels.numel()
@@ -165,9 +198,17 @@ def walk(
                 valid=inversion.valid,
             )
             if noisy:
-                x, report = solve_discrepancy(
-                    system, noise, options.max_iterations, starts[block.index]
+                x, report, factor = _solve_noisy(
+                    system,
+                    noise,
+                    level,
+                    options,
+                    starts[block.index],
+                    reuse.get(block.index),
+                    block is chain.blocks[0],
                 )
+                if factor is not None:
+                    factors[block.index] = factor
                 found = report.noise_level
                 if block is chain.blocks[0]:
                     weights = forward_weights(block.activation, x_above)
@@ -224,4 +265,4 @@ def walk(
     systems.reverse()
     layers.reverse()
     notes.reverse()
-    return WalkResult(inputs, systems, layers, solution, notes)
+    return WalkResult(inputs, systems, layers, solution, notes, factors)
