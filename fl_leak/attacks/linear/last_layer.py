@@ -107,8 +107,11 @@ def _batch(
     method, attempts, budget = ("lm", restarts, 2000) if determined else ("trf", 1, 100)
     budget = min(budget, 200) if noise_level > 0 else budget
     # a noisy G has no exact fit: accept a start within twice its noise, tolerances and budget
-    # to match
-    accept, tolerance = max(1e-9, 2 * noise_level), (1e-8 if noise_level > 0 else 1e-15)
+    # to match (the relative changes at which the search stops grow with the noise's square:
+    # under local DP at noise 0.1 the fit took 17 evaluations instead of 200, at the same
+    # residual to 3%, and the same reconstructions)
+    accept = max(1e-9, 2 * noise_level)
+    tolerance = max(1e-8, 1e-3 * noise_level**2) if noise_level > 0 else 1e-15
     best = None
     for _ in range(attempts):
         start = generator.standard_normal(batch * rank) * magnitude
@@ -151,7 +154,8 @@ def solve_last_layer(
 
     ``noise_level`` > 0 (the update's relative noise, :mod:`fl_leak.attacks.linear.noise`) stops
     a batch's search at the first start whose relative residual is below twice it, with
-    tolerances of 1e-8 instead of 1e-15 and at most 200 evaluations per start: a noisy gradient
+    tolerances of ``max(1e-8, 1e-3 noise_level^2)`` instead of 1e-15 and at most 200
+    evaluations per start: a noisy gradient
     has no exact fit to look for (the noise in the top-``B`` part of ``G`` is at most the noise
     of ``G``).
     """
