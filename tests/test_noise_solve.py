@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 import fl_leak
+from fl_leak.attacks.linear.activations import Identity
 from fl_leak.attacks.linear.chain import parse_chain
+from fl_leak.attacks.linear.last_layer import LastLayer, solve_last_layer
 from fl_leak.attacks.linear.noise import (
     DISCREPANCY_STOP,
     SHRUNK,
@@ -280,3 +282,31 @@ def test_prediction_is_the_mean_of_the_images_psnrs(embedded):
 def test_noise_options_are_checked_before_work():
     with pytest.raises(FlLeakError, match="discrepancy"):
         fl_leak.reconstruct(_small_model(), [], input_shape=SHAPE, discrepancy=0.5)
+
+
+def test_noisy_single_sample_last_layer_is_not_shrunk_by_the_noise():
+    """At relative noise 1 on ``G = d x^T`` and on ``g = d``, the closed form
+    ``G^T g / (g . g)`` shrinks ``x`` by about ``1 / (1 + m sigma^2 / |d|^2)`` (half here); the
+    noisy solve's estimate keeps its scale."""
+    generator = torch.Generator().manual_seed(0)
+    classes, features = 12, 500
+    d = torch.randn(classes, generator=generator, dtype=torch.float64)
+    x = torch.rand(features, generator=generator, dtype=torch.float64)
+    G = torch.outer(d, x)
+    sigma_g, sigma_b = G.pow(2).mean().sqrt(), d.pow(2).mean().sqrt()  # relative noise 1
+    zeros = torch.zeros(classes, dtype=torch.float64)
+    naive, noisy = [], []
+    for _ in range(50):
+        layer = LastLayer(
+            torch.zeros(classes, features, dtype=torch.float64),
+            zeros,
+            Identity(),
+            G + sigma_g * torch.randn(G.shape, generator=generator, dtype=torch.float64),
+            d + sigma_b * torch.randn(classes, generator=generator, dtype=torch.float64),
+        )
+        labels = torch.zeros(1, dtype=torch.long)
+        for estimates, level in ((naive, 0.0), (noisy, 1.0)):
+            estimate = solve_last_layer(layer, labels, noise_level=level).inputs[0]
+            estimates.append(float(estimate @ x / (x @ x)))
+    assert sum(naive) / len(naive) < 0.7
+    assert sum(noisy) / len(noisy) == pytest.approx(1.0, abs=0.1)

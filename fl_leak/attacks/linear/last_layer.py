@@ -65,11 +65,34 @@ def numerical_rank(singular: Tensor, shape: tuple[int, int]) -> int:
     return int((singular > tolerance).sum())
 
 
-def _single(layer: LastLayer) -> LastLayerSolution:
+def _single(layer: LastLayer, noisy: bool = False) -> LastLayerSolution:
     g, G = layer.bias_gradient, layer.weight_gradient
+    if noisy:
+        return _single_noisy(layer)
     x = (G.T @ g) / (g @ g)
     residual = torch.linalg.norm(G - torch.outer(g, x)) / torch.linalg.norm(G).clamp_min(1e-300)
     return LastLayerSolution(x.reshape(1, -1), g.reshape(1, -1), float(residual), 1)
+
+
+def _single_noisy(layer: LastLayer) -> LastLayerSolution:
+    """Batch 1 from a noisy update: ``G = d x^T`` from ``G``'s leading singular triple
+    ``s u v^T``, its scale split by ``u . g``: ``d = (u . g) u``, ``x = s v / (u . g)``.
+
+    The closed form ``x = G^T g / (g . g)`` divides by ``g . g``, whose noise adds ``m sigma^2``
+    on average (``m`` entries of noise ``sigma``): the input is shrunk by that factor (by half
+    at relative noise 1), and through the layers below the image darkens. ``u . g`` carries the
+    noise of one entry instead.
+    """
+    g, G = layer.bias_gradient, layer.weight_gradient
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    u, v = U[:, 0], Vh[0]
+    scale = float(u @ g)
+    if scale == 0:
+        return _single(layer)
+    x = S[0] * v / scale
+    d = scale * u
+    residual = torch.linalg.norm(G - torch.outer(g, x)) / torch.linalg.norm(G).clamp_min(1e-300)
+    return LastLayerSolution(x.reshape(1, -1), d.reshape(1, -1), float(residual), 1)
 
 
 def _batch(
@@ -165,7 +188,7 @@ def solve_last_layer(
             "(loss at its minimum, or the gradient was zeroed by a defense)"
         )
     if labels.numel() == 1:
-        return _single(layer)
+        return _single(layer, noise_level > 0)
     return _batch(layer, labels, restarts, seed, noise_level)
 
 

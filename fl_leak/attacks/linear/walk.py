@@ -120,14 +120,14 @@ def _solve_noisy(
     options: SolverOptions,
     initial: Tensor | None,
     reuse: NormalPreconditioner | None,
-    input_layer: bool,
+    flat: Tensor | None,
 ) -> tuple[Tensor, NoisySolveReport, NormalPreconditioner | None]:
     """A noisy layer's solve: Tikhonov where its factorisation applies (``reuse``: another
-    walk's factorisation of this layer), towards the least-squares flat input on the input
-    layer and towards ``initial`` above it; else CGLS from ``initial`` stopped by the discrepancy
+    walk's factorisation of this layer), towards ``flat`` (the input layer's flat input) where
+    given, else towards ``initial``; elsewhere CGLS from ``initial`` stopped by the discrepancy
     principle. Also the factorisation used."""
     if noise.tikhonov_weight > 0:
-        centre = flat_solution(system) if input_layer and initial is not None else initial
+        centre = flat if flat is not None else initial
         solved = solve_tikhonov(
             system, noise.tikhonov_weight * level**2, centre, options.tolerance, reuse
         )
@@ -198,6 +198,10 @@ def walk(
                 valid=inversion.valid,
             )
             if noisy:
+                flat = None
+                if block is chain.blocks[0]:
+                    weights = forward_weights(block.activation, x_above)
+                    flat = flat_solution(replace(system, forward_weight=weights))
                 x, report, factor = _solve_noisy(
                     system,
                     noise,
@@ -205,14 +209,12 @@ def walk(
                     options,
                     starts[block.index],
                     reuse.get(block.index),
-                    block is chain.blocks[0],
+                    flat,
                 )
                 if factor is not None:
                     factors[block.index] = factor
                 found = report.noise_level
-                if block is chain.blocks[0]:
-                    weights = forward_weights(block.activation, x_above)
-                    flat = flat_solution(replace(system, forward_weight=weights))
+                if flat is not None:
                     mismatch = gradient_mismatch(chain, x, labels)
                     if FLAT_MARGIN * gradient_mismatch(chain, flat, labels) < mismatch:
                         x, report.stop_reason = flat, report.stop_reason + FLAT
