@@ -65,10 +65,8 @@ def numerical_rank(singular: Tensor, shape: tuple[int, int]) -> int:
     return int((singular > tolerance).sum())
 
 
-def _single(layer: LastLayer, noisy: bool = False) -> LastLayerSolution:
+def _single(layer: LastLayer) -> LastLayerSolution:
     g, G = layer.bias_gradient, layer.weight_gradient
-    if noisy:
-        return _single_noisy(layer)
     x = (G.T @ g) / (g @ g)
     residual = torch.linalg.norm(G - torch.outer(g, x)) / torch.linalg.norm(G).clamp_min(1e-300)
     return LastLayerSolution(x.reshape(1, -1), g.reshape(1, -1), float(residual), 1)
@@ -188,7 +186,7 @@ def solve_last_layer(
             "(loss at its minimum, or the gradient was zeroed by a defense)"
         )
     if labels.numel() == 1:
-        return _single(layer, noise_level > 0)
+        return _single_noisy(layer) if noise_level > 0 else _single(layer)
     return _batch(layer, labels, restarts, seed, noise_level)
 
 

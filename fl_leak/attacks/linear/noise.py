@@ -3,18 +3,24 @@
 A perturbed update (Gaussian noise, clipping, quantisation, a FedAvg drift) makes every layer's
 stacked system inconsistent: ``U x = V + e``. The least-squares solution then fits ``e`` in the
 directions of small singular values, amplified by ``1 / s``, and LSMR at a tight tolerance spends
-its whole iteration limit doing so. Three changes, used only when the update is found noisy:
+its whole iteration limit doing so. Four changes, used only when the update is found noisy:
 
 * **The noise level is read from the update itself**: the last layer's weight gradient
   ``G = D^T X`` has rank ``B`` (the batch), so its singular values past the ``B``-th are noise;
   their energy over the ``(m - B)(n - B)`` degrees of freedom of that complement estimates the noise
   variance per entry (:func:`update_noise_level`), relative to ``G``'s RMS.
-* **A discrepancy-principle stop** (:func:`solve_discrepancy`): CGLS (LSQR's recurrence) from zero
-  is a regularisation whose strength falls with each iteration; the residual drops quickly to the
-  level of the inconsistency and then stagnates while the iterate fits noise. The solve runs until
-  the residual stagnates (its floor ``r_min`` is then the inconsistency of the system: the noise
-  level reported) and returns the first iterate whose residual was within ``discrepancy`` times
-  that floor.
+* **Tikhonov regularisation** (:func:`solve_tikhonov`) where a convolution layer's normal
+  matrix can be factored (the least-squares preconditioner's factorisation, with ``delta`` the
+  Tikhonov ``lambda^2``): ``min ||U x - V||^2 + lambda^2 ||x - c||^2`` with
+  ``lambda^2 = tikhonov_weight * level^2`` times the forward normal matrix's mean diagonal (a
+  Wiener filter's noise-to-signal ratio), ``c`` the least-squares flat input on the input layer
+  and the grey image's layer input above it; solved exactly in one factorisation.
+* **A discrepancy-principle stop** (:func:`solve_discrepancy`) on every other layer: CGLS
+  (LSQR's recurrence) from zero is a regularisation whose strength falls with each iteration;
+  the residual drops quickly to the level of the inconsistency and then stagnates while the
+  iterate fits noise. The solve runs until the residual stagnates (its floor ``r_min`` is then
+  the inconsistency of the system: the noise level reported) and returns the first iterate whose
+  residual was within ``discrepancy`` times that floor.
 * **A flat input where the walk lost the signal**: the input layer's solution is then noise, and
   the input is returned as the least-squares flat image (one value per sample and channel,
   :func:`flat_solution`) of the input layer's system with its forward rows weighted by the
@@ -81,7 +87,7 @@ from fl_leak.options import (
 )
 
 DISCREPANCY_STOP = "discrepancy principle: residual at its noise floor"
-TIKHONOV_STOP = "Tikhonov towards grey"
+TIKHONOV_STOP = "Tikhonov-regularised"
 # a Tikhonov solve preconditioned by another system's factorisation stops at this tolerance
 # (its error is then far below the noise it is run to measure), and the system's own
 # factorisation is built where it takes more than REUSE_ITERATIONS
@@ -123,14 +129,14 @@ class NoiseOptions:
     tikhonov_weight : float
         On a noisy update, a convolution layer whose normal-matrix factorisation applies (the
         least-squares preconditioner's conditions, float64) is solved by Tikhonov
-        regularisation towards that layer's input for the grey image, with
+        regularisation, towards the least-squares flat input on the input layer and towards the
+        layer's input for the grey image above it, with
         ``lambda^2 = tikhonov_weight * level^2 * mean(diag(A^T F^2 A))`` (``level`` the update's
         noise level): one factorisation instead of thousands of CGLS iterations (>= 0; default
         0.3; 0 stops every layer by the discrepancy principle instead).
     shrink : bool
         On a noisy update, shrink the reconstruction towards the flat grey image band by band,
-        with weights from the errors of two more walks (module docstring; about triples the
-        attack's time on a noisy update).
+        with weights from the errors of two more walks (module docstring).
     input_range : (float, float) or None
         The inputs' range: its middle is the grey the reconstruction is shrunk towards, its half
         width bounds the signal's energy (default (0, 1); None: no shrinkage).
