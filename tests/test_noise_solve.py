@@ -310,3 +310,21 @@ def test_noisy_single_sample_last_layer_is_not_shrunk_by_the_noise():
             estimates.append(float(estimate @ x / (x @ x)))
     assert sum(naive) / len(naive) < 0.7
     assert sum(noisy) / len(noisy) == pytest.approx(1.0, abs=0.1)
+
+
+def test_hybrid_keeps_the_regularised_walk_on_a_noisy_full_rank_update(embedded):
+    """Matching noisy gradients fits the noise: on a full-rank network ``hybrid`` returns the
+    linear attack's input unless told to correct."""
+    model = _small_model()
+    x, y = _image(embedded)
+    noisy = _noisy(true_gradients(model, x, y), 1e-1)
+    linear = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="linear")
+    kept = fl_leak.reconstruct(model, noisy, input_shape=SHAPE, attack="hybrid", iterations=20)
+    forced = fl_leak.reconstruct(
+        model, noisy, input_shape=SHAPE, attack="hybrid", iterations=20, correct="always"
+    )
+    assert torch.equal(kept.inputs, linear.inputs)
+    assert not kept.layers[0].corrected
+    assert any("no correction (gradient matching would fit the noise)" in n for n in kept.notes)
+    assert forced.layers[0].corrected
+    assert not torch.equal(forced.inputs, linear.inputs)

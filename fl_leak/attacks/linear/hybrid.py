@@ -61,8 +61,13 @@ def hybrid_attack(
     numerically: a null-space probe of each structurally full-rank layer, see
     :func:`~fl_leak.attacks.linear.solver.recovery_share`) or had clipped activation inverses:
     on full-rank systems the least-squares solution is already exact and is returned untouched.
-    A noisy update (the noise-aware walk's estimate above ``noise_threshold``) is corrected, at the
-    input layer's system, without the probes.
+    On a noisy update (the noise-aware walk's estimate above ``noise_threshold``) the walk's
+    regularised input is kept unless a layer misses more unknowns than its clipped outputs
+    masked rows (its architecture leaves it undetermined) or rests on guessed pooling positions
+    (no probes): gradient matching against noisy gradients fits the noise
+    (measured on cnn2_c5 and cnn2_c1 at batch 1 and 4 under relative noise 1e-2 .. 1 and local DP
+    0.001 .. 0.1: from 3 dB better to 14 dB worse than the walk's input, below the grey image
+    under local DP 0.1).
     ``"always"`` and ``"never"`` force the choice. Where a max-pooling layer's positions did not
     settle, its system and everything the walk built below it rest on guesses: the correction is
     anchored at the layer above it and starts from the middle of ``input_range`` (measured on
@@ -82,9 +87,20 @@ def hybrid_attack(
     last_exact = result.layers[-1].deficiency_bound == 0
     notes = [*result.last.notes, *result.notes]
     level = result.layers[-1].noise_level
-    if level > options.noise_threshold:  # no layer of a noisy update is solved exactly
-        exact = [False] + [True] * (len(exact) - 1)  # correct at the input layer's system
-        notes.append(f"noisy update (relative noise {level:.1e}): correction wanted")
+    if level > options.noise_threshold:
+        # the walk's regularised solve is the estimate; matching the noisy gradients fits the
+        # noise, so only a layer undetermined by its architecture (more unknowns missing than
+        # clipped outputs masked rows) or guessed pooling positions ask for it
+        exact = [
+            layer.deficiency_bound <= layer.clipped and trust
+            for layer, trust in zip(result.layers[:-1], trusted, strict=True)
+        ]
+        if correct == "auto" and all(exact) and last_exact:
+            notes.append(
+                f"noisy update (relative noise {level:.1e}), every layer full rank: the "
+                "regularised walk's input kept, no correction (gradient matching would fit the "
+                "noise)"
+            )
     elif correct == "auto" and all(exact) and last_exact:
         exact = _numerically_exact(result.systems, options, notes)
     wanted = correct == "always" or (correct == "auto" and not (all(exact) and last_exact))
