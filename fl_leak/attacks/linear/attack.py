@@ -12,6 +12,7 @@ from fl_leak.attacks.labels import batch_labels
 from fl_leak.attacks.linear.chain import Chain, parse_chain
 from fl_leak.attacks.linear.last_layer import LastLayerSolution, solve_last_layer_and_labels
 from fl_leak.attacks.linear.noise import (
+    COPY_SEEDS,
     SHRUNK,
     NoiseOptions,
     chain_gradients,
@@ -179,8 +180,8 @@ def _shrink_towards_grey(
     synthetic = chain_gradients(chain, reference, labels)
     errors = []
     for copy, truth in (
-        (noisy_copy(chain, observed, batch_size), estimate),
-        (noisy_copy(chain, list(synthetic), batch_size), reference),
+        (noisy_copy(chain, observed, batch_size, COPY_SEEDS[0]), estimate),
+        (noisy_copy(chain, list(synthetic), batch_size, COPY_SEEDS[1]), reference),
     ):
         repeat = _walk(copy, labels, options, None, result.factors)
         errors.append(repeat.inputs[0].reshape(estimate.shape) - truth)

@@ -45,12 +45,14 @@ values within ``r`` of ``c``), and the error energy ``E_k`` is measured, not mod
 walks (:func:`noisy_copy`): one on the update plus a second draw of its own noise (the two
 reconstructions differ by about one draw of the error, while the walk stays linear in the noise),
 one on the gradients of the clamped reconstruction plus a draw of the noise (a problem like the
-observed one whose answer is known: its error includes what saturations and lost signal do); the
-larger energy of the two is used per band. With the true ``E_k`` the weight's expected squared
-error ``S E / (S + E)`` is below both the reconstruction's (``E``) and grey's (``S``); an update
-whose signal is lost returns grey. The initial iterate of every noisy layer solve is that layer's
-input for the grey image (:func:`grey_inputs`), so that the stopped solves regularise towards
-grey rather than towards zero.
+observed one whose answer is known: its error includes what saturations and lost signal do); per
+band the larger energy of the two is used, or where the band has few values (the mean colour of
+one image: 3), the upper 95% confidence bound of the expected energy that the two draws give
+(:func:`error_energy`). The draws are seeded apart from the update's own noise (``COPY_SEEDS``).
+With the true ``E_k`` the weight's expected squared error ``S E / (S + E)`` is below both the
+reconstruction's (``E``) and grey's (``S``); an update whose signal is lost returns grey. The
+initial iterate of every noisy layer solve is that layer's input for the grey image
+(:func:`grey_inputs`), so that the stopped solves regularise towards grey rather than towards zero.
 The noise drawn follows the update's noise model, read from the last layer too: the noise of its
 bias gradient (the part of ``b = D^T 1`` outside the span of ``G``'s ``B`` leading left singular
 vectors) against that of ``G`` gives the exponent ``p`` of a per-tensor noise
@@ -69,6 +71,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import chi2
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
@@ -100,6 +103,14 @@ FLAT_MARGIN = 4.0
 FLAT = "; detail not supported by the update: flat least-squares input"
 SHRUNK = "; shrunk towards grey"
 RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "relu": (0.0, math.inf)}
+
+
+# seeds of the shrinkage's two noise draws: distinct, and far from the small seeds a perturbed
+# update is usually drawn with (a draw from the generator that made the update's own noise repeats
+# that noise, tensor by tensor, instead of drawing it anew: a copy of an update noised with seed 0
+# held twice its noise, or none)
+COPY_SEEDS = (104_729, 1_299_709)
+CONFIDENCE = 0.95  # of the upper bound on a band's error energy (error_energy)
 
 
 @dataclass(frozen=True)
@@ -432,10 +443,10 @@ def noise_exponent(weight_gradient: Tensor, bias_gradient: Tensor, batch: int) -
 
 
 def noisy_copy(
-    chain: Chain, gradients: list[tuple[Tensor, Tensor | None]], batch: int, seed: int = 0
+    chain: Chain, gradients: list[tuple[Tensor, Tensor | None]], batch: int, seed: int
 ) -> Chain:
     """``chain`` with each block's weight and bias gradients replaced by ``gradients`` plus a draw
-    of the observed update's noise.
+    of the observed update's noise, from a generator seeded with ``seed``.
 
     The noise of the last layer's weight gradient (:func:`update_noise_level`) sets the scale and
     :func:`noise_exponent` how it carries over to the other tensors (by their observed RMS).
@@ -468,23 +479,48 @@ def noisy_copy(
     return replace(chain, blocks=blocks)
 
 
+def _levels(x: Tensor) -> list[tuple[Tensor, int]]:
+    """``x``'s averages, coarse to fine, ending at ``x``, each with its count of distinct values:
+    per sample and channel, then over blocks of a power of two dividing ``H`` and ``W``."""
+    if x.dim() != 4:
+        mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True).expand_as(x)
+        return [(mean, x.shape[0]), (x, x.numel())]
+    batch, channels, height, width = x.shape
+    sizes = [s for s in (2**k for k in range(12)) if height % s == 0 and width % s == 0]
+    levels = [(x.mean((2, 3), keepdim=True).expand_as(x), batch * channels)]
+    for size in reversed(sizes):
+        if size == 1:
+            levels.append((x, x.numel()))
+        elif size < min(height, width):
+            pooled = F.avg_pool2d(x, size)
+            expanded = pooled.repeat_interleave(size, 2).repeat_interleave(size, 3)
+            levels.append((expanded, pooled.numel()))
+    return levels
+
+
 def bands(x: Tensor) -> list[Tensor]:
     """Orthogonal components of ``x`` (``(B, C, H, W)`` or ``(B, F)``) that sum to it, coarse to
     fine: the mean per sample and channel, then the change from each block average (blocks of a
     power of two dividing ``H`` and ``W``, halving) to the next finer one, ending at ``x``."""
-    if x.dim() != 4:
-        mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True).expand_as(x)
-        return [mean, x - mean]
-    height, width = x.shape[-2:]
-    sizes = [s for s in (2**k for k in range(12)) if height % s == 0 and width % s == 0]
-    levels = [x.mean((2, 3), keepdim=True).expand_as(x)]
-    for size in reversed(sizes):
-        if size == 1:
-            levels.append(x)
-        elif size < min(height, width):
-            pooled = F.avg_pool2d(x, size)
-            levels.append(pooled.repeat_interleave(size, 2).repeat_interleave(size, 3))
+    levels = [level for level, _ in _levels(x)]
     return [levels[0], *(fine - coarse for coarse, fine in pairwise(levels))]
+
+
+def band_freedoms(x: Tensor) -> list[int]:
+    """The dimension of each of :func:`bands`' components of a tensor shaped like ``x``."""
+    counts = [count for _, count in _levels(x)]
+    return [counts[0], *(fine - coarse for coarse, fine in pairwise(counts))]
+
+
+def error_energy(draws: list[float], freedom: int) -> float:
+    """A band's error energy from independent draws of it: the largest draw, or where more is
+    likely, the upper ``CONFIDENCE`` bound of its expectation for a Gaussian error of ``freedom``
+    dimensions (``freedom * sum / chi2(1 - CONFIDENCE, freedom * draws)``). A band of a few
+    values (the per-channel mean of one image: 3) is measured from a few squares: one draw can
+    fall far below the expected energy, which would keep the band's noise."""
+    pooled = freedom * len(draws)
+    bound = freedom * sum(draws) / float(chi2.ppf(1 - CONFIDENCE, pooled))
+    return max(*draws, bound)
 
 
 @dataclass
@@ -510,18 +546,21 @@ def shrink_towards_grey(
     estimate: Tensor, errors: list[Tensor], input_range: tuple[float, float]
 ) -> Shrinkage:
     """``estimate`` shrunk band by band towards the middle of ``input_range`` (module docstring);
-    ``errors`` are draws of its error (the largest energy of each band is used)."""
+    ``errors`` are draws of its error (each band's energy from them by :func:`error_energy`)."""
     low, high = input_range
     centre, radius = (low + high) / 2, (high - low) / 2
     count = estimate.numel()
     bound = count * radius**2
     shrunk = torch.full_like(estimate, centre)
     weights, measured, energies = [], [], []
-    for signal, *differences in zip(
-        bands(estimate - centre), *(bands(e) for e in errors), strict=True
+    for signal, freedom, *differences in zip(
+        bands(estimate - centre),
+        band_freedoms(estimate),
+        *(bands(e) for e in errors),
+        strict=True,
     ):
         energy = float(signal.pow(2).sum())
-        error = max(float(d.pow(2).sum()) for d in differences)
+        error = error_energy([float(d.pow(2).sum()) for d in differences], freedom)
         kept = min(max(energy - error, 0.0), bound)
         weight = kept / energy if energy > 0 else 0.0
         shrunk = shrunk + weight * signal
