@@ -258,7 +258,33 @@ def test_shrinkage_beats_both_the_estimate_and_grey():
     error = float((shrunk.inputs - image).pow(2).mean())
     assert error < 0.7 * float((estimate - image).pow(2).mean())
     assert error < 0.7 * float((0.5 - image).pow(2).mean())
-    assert all(0 <= w <= 1 for w in shrunk.weights)
+    assert bool(((shrunk.weights >= 0) & (shrunk.weights <= 1)).all())
+
+
+def test_shrinkage_weighs_each_sample_by_its_own_error():
+    """A batch of two smooth images, one estimated with little noise, one with noise above its
+    signal (as two samples of one label whose split the update leaves ambiguous): the first
+    keeps its detail, the second is shrunk nearer the image than both its estimate and grey."""
+    generator = torch.Generator().manual_seed(1)
+    ramp = torch.linspace(0.2, 0.8, 16, dtype=torch.float64)
+    image = (ramp[None, :] * ramp[:, None]).expand(2, 3, 16, 16).clone()
+    image[1] = image[1].flip(-1)
+    spread = float((image - 0.5).pow(2).mean().sqrt())
+    scale = torch.tensor([0.05, 2.0], dtype=torch.float64).reshape(2, 1, 1, 1) * spread
+
+    def noise() -> torch.Tensor:
+        return scale * torch.randn(image.shape, generator=generator, dtype=torch.float64)
+
+    estimate = image + noise()
+    shrunk = shrink_towards_grey(estimate, [noise(), noise()], (0.0, 1.0))
+
+    def error(x: torch.Tensor) -> list[float]:
+        return (x - image).pow(2).mean((1, 2, 3)).tolist()
+
+    good, bad = error(shrunk.inputs)
+    assert good < 1.2 * error(estimate)[0]
+    assert bad < 0.7 * min(error(estimate)[1], error(torch.full_like(image, 0.5))[1])
+    assert shrunk.weights.shape == (len(bands(image)), 2)
 
 
 def test_noise_exponent_tells_absolute_from_relative_noise():

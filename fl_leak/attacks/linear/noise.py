@@ -38,7 +38,8 @@ the layer below is built, so that an amplified error cannot leave the activation
 reaches the input can exceed the image itself (``lenet``'s leaky ReLUs amplify it by 100 per
 layer). The reconstruction ``x`` is therefore shrunk towards the flat grey image ``c`` (the middle
 of ``input_range``) band by band (:func:`bands`: the per-channel mean, then block averages of
-halving size, then the finest detail; orthogonal components), each band ``k`` by the Wiener /
+halving size, then the finest detail; orthogonal components) and sample by sample (a batch's
+images are not recovered equally well), each band ``k`` of each image by the Wiener /
 James-Stein weight ``w_k = S_k / ||x_k - c_k||^2``. The signal energy ``S_k`` is
 ``||x_k - c_k||^2 - E_k``, bounded by the range (``||x - c||^2 <= n r^2`` for an image of ``n``
 values within ``r`` of ``c``), and the error energy ``E_k`` is measured, not modelled, by two more
@@ -525,58 +526,84 @@ def error_energy(draws: list[float], freedom: int) -> float:
 
 @dataclass
 class Shrinkage:
-    """The shrunk reconstruction and, per band (coarse to fine), its weight and energies."""
+    """The shrunk reconstruction and, per band (coarse to fine) and sample, its weight and
+    energies (each a ``(bands, batch)`` tensor)."""
 
     inputs: Tensor
-    weights: list[float]
-    error: list[float]  # E_k: the measured error energy per value of the image
-    energy: list[float]  # ||x_k - c_k||^2 per value
+    weights: Tensor
+    error: Tensor  # E: the measured error energy per value of the sample's image
+    energy: Tensor  # ||x - c||^2 per value of the sample's image
 
     @property
     def weight(self) -> float:
         """The overall weight: the share of ``||x - c||^2`` kept (energy-weighted mean of
-        ``w_k^2``, square-rooted)."""
-        total = sum(self.energy) or 1.0
-        return math.sqrt(
-            sum(w * w * e for w, e in zip(self.weights, self.energy, strict=True)) / total
-        )
+        ``w^2``, square-rooted)."""
+        total = float(self.energy.sum()) or 1.0
+        return math.sqrt(float((self.weights.pow(2) * self.energy).sum()) / total)
 
 
 def shrink_towards_grey(
     estimate: Tensor, errors: list[Tensor], input_range: tuple[float, float]
 ) -> Shrinkage:
-    """``estimate`` shrunk band by band towards the middle of ``input_range`` (module docstring);
-    ``errors`` are draws of its error (each band's energy from them by :func:`error_energy`)."""
+    """``estimate`` (a batch) shrunk band by band and sample by sample towards the middle of
+    ``input_range`` (module docstring); ``errors`` are draws of its error (each band's energy
+    per sample from them by :func:`error_energy`). Each sample has its own weights: a batch's
+    samples are not reconstructed equally well (two of one label share an ambiguous split)."""
     low, high = input_range
     centre, radius = (low + high) / 2, (high - low) / 2
-    count = estimate.numel()
+    batch = estimate.shape[0]
+    count = estimate[0].numel()
     bound = count * radius**2
+
+    def per_sample(band: Tensor) -> list[float]:
+        return band.reshape(batch, -1).pow(2).sum(1).tolist()
+
     shrunk = torch.full_like(estimate, centre)
     weights, measured, energies = [], [], []
     for signal, freedom, *differences in zip(
         bands(estimate - centre),
-        band_freedoms(estimate),
+        band_freedoms(estimate[:1]),
         *(bands(e) for e in errors),
         strict=True,
     ):
-        energy = float(signal.pow(2).sum())
-        error = error_energy([float(d.pow(2).sum()) for d in differences], freedom)
-        kept = min(max(energy - error, 0.0), bound)
-        weight = kept / energy if energy > 0 else 0.0
-        shrunk = shrunk + weight * signal
+        energy = per_sample(signal)
+        error = [
+            error_energy(list(draws), freedom)
+            for draws in zip(*(per_sample(d) for d in differences), strict=True)
+        ]
+        weight = [
+            min(max(e - n, 0.0), bound) / e if e > 0 else 0.0
+            for e, n in zip(energy, error, strict=True)
+        ]
+        factor = torch.tensor(weight, dtype=signal.dtype, device=signal.device)
+        shrunk = shrunk + factor.reshape(-1, *[1] * (signal.dim() - 1)) * signal
         weights.append(weight)
-        measured.append(error / count)
-        energies.append(energy / count)
-    return Shrinkage(shrunk, weights, measured, energies)
+        measured.append([n / count for n in error])
+        energies.append([e / count for e in energy])
+    return Shrinkage(
+        shrunk,
+        torch.tensor(weights, dtype=torch.float64),
+        torch.tensor(measured, dtype=torch.float64),
+        torch.tensor(energies, dtype=torch.float64),
+    )
 
 
 def shrink_note(shrinkage: Shrinkage) -> str:
-    """A note with the shrinkage's weights and energies per band."""
+    """A note with the shrinkage's weights and energies per band, each the mean over the batch's
+    samples, and each sample's overall weight."""
     bands_text = ", ".join(
         f"{w:.2f} ({e:.1e} / {s:.1e})"
-        for w, e, s in zip(shrinkage.weights, shrinkage.error, shrinkage.energy, strict=True)
+        for w, e, s in zip(
+            shrinkage.weights.mean(1).tolist(),
+            shrinkage.error.mean(1).tolist(),
+            shrinkage.energy.mean(1).tolist(),
+            strict=True,
+        )
     )
+    kept = (shrinkage.weights.pow(2) * shrinkage.energy).sum(0)
+    samples = (kept / shrinkage.energy.sum(0).clamp(min=1e-300)).sqrt().tolist()
     return (
         "noisy update: input shrunk towards the flat grey image; per band, coarse to fine, "
-        f"weight (measured error / energy around grey, per value): {bands_text}"
+        "mean weight (measured error / energy around grey, per value): "
+        f"{bands_text}; overall weight per sample: " + ", ".join(f"{w:.2f}" for w in samples)
     )
