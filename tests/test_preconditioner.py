@@ -173,3 +173,24 @@ def test_cgls_returns_zero_for_a_zero_rhs():
     system = CASES["strided"]()
     result = cgls(system, torch.zeros(system.shape[0], dtype=torch.float64), 1e-10, 10)
     assert result.iterations == 0 and not result.solution.any()
+
+
+def test_cgls_checkpoint_abandons_only_a_solve_that_is_not_converging():
+    """Unpreconditioned on the square ill-conditioned layer, CGLS is far from done after 2
+    iterations: the checkpoint gives up there (what it would reach is hundreds of iterations
+    away). Preconditioned by a nearby system's factorisation (more damped than the solve, as a
+    reused one is), it converges in a few iterations past the checkpoint, which does not fire."""
+    system = CASES["square"]()
+    rhs = system.rhs()
+    unaided = cgls(system, rhs, 1e-12, 20_000)
+    assert unaided.iterations >= 100
+    abandoned = cgls(system, rhs, 1e-12, 20_000, checkpoint=(2, 0.3))
+    assert (abandoned.iterations, abandoned.stop_code) == (2, 7)
+    reach = kernel_reach(system)
+    assert reach is not None
+    nearby = NormalPreconditioner(system, reach, relative_delta=1e-4)
+    free = cgls(system, rhs, 1e-12, 50, nearby.apply)
+    checked = cgls(system, rhs, 1e-12, 50, nearby.apply, checkpoint=(2, 0.3))
+    assert free.stop_code in (1, 2) and 3 <= free.iterations <= 10
+    assert (checked.iterations, checked.stop_code) == (free.iterations, free.stop_code)
+    assert torch.equal(checked.solution, free.solution)

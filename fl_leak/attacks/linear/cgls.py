@@ -48,11 +48,16 @@ def cgls(
     max_iterations: int,
     precondition: Preconditioner | None = None,
     damp: float = 0.0,
+    checkpoint: tuple[int, float] | None = None,
 ) -> CglsResult:
     """Solve ``min ||U x - rhs||^2 + damp ||x||^2`` from ``x = 0`` by (preconditioned) CGLS.
 
     With ``damp > 0`` the preconditioner approximates ``(U^T U + damp I)^-1`` and the
-    optimality rule applies to the damped gradient ``U^T r - damp x``.
+    optimality rule applies to the damped gradient ``U^T r - damp x``. ``checkpoint``
+    ``(k, f)`` gives up early (stop code 7, as at the iteration limit) where after ``k``
+    iterations neither rule is near: the optimality ratio ``||U^T r|| / (||U|| ||r||)`` is
+    above ``f`` times its start and the residual above ``1 / f^2`` times the first rule's
+    bound. A preconditioner that far from the system's normal matrix will not converge soon.
     """
     identity: Preconditioner = lambda v: v  # noqa: E731
     apply_inverse = precondition or identity
@@ -68,6 +73,7 @@ def cgls(
     gamma = float((s * z).sum())
     if gamma <= 0:  # U^T rhs = 0: x = 0 is the least-squares solution
         return CglsResult(x, 0, 0)
+    start_ratio = float(s.norm()) / (norm_u * norm_b)
     for iteration in range(1, max_iterations + 1):
         q = system.apply(p)
         curvature = float(q.square().sum()) + damp * float(p.square().sum())
@@ -80,10 +86,16 @@ def cgls(
         if damp:
             s.sub_(x, alpha=damp)
         norm_r = float(r.norm())
-        if norm_r <= tolerance * (norm_b + norm_u * float(x.norm())):
+        bound = tolerance * (norm_b + norm_u * float(x.norm()))
+        if norm_r <= bound:
             return CglsResult(x, iteration, 1)
-        if float(s.norm()) <= tolerance * norm_u * norm_r:
+        ratio = float(s.norm()) / (norm_u * norm_r)
+        if ratio <= tolerance:
             return CglsResult(x, iteration, 2)
+        if checkpoint and iteration == checkpoint[0]:
+            fraction = checkpoint[1]
+            if ratio > fraction * start_ratio and norm_r > bound / fraction**2:
+                return CglsResult(x, iteration, 7)
         z = apply_inverse(s)
         gamma_next = float((s * z).sum())
         p = z + (gamma_next / gamma) * p
