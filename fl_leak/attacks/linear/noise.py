@@ -72,7 +72,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import chi2
+from scipy.special import gammaincinv
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
@@ -528,7 +528,8 @@ def error_energy(draws: list[float], freedom: int) -> float:
     values (the per-channel mean of one image: 3) is measured from a few squares: one draw can
     fall far below the expected energy, which would keep the band's noise."""
     pooled = freedom * len(draws)
-    bound = freedom * sum(draws) / float(chi2.ppf(1 - CONFIDENCE, pooled))
+    quantile = 2 * float(gammaincinv(pooled / 2, 1 - CONFIDENCE))  # of chi-square, pooled dof
+    bound = freedom * sum(draws) / quantile
     return max(*draws, bound)
 
 
