@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets import ImageFolder
 
 from fl_leak.data.base import DatasetInfo, ImageDataset
 from fl_leak.data.registry import register_dataset
 from fl_leak.errors import FlLeakError
+
+if TYPE_CHECKING:  # torchvision is imported where a folder is read: it takes a second to load
+    from torchvision.datasets import ImageFolder
 
 TEST_EVERY = 5  # one image in five held out for evaluation where the folder has no test split
 
@@ -40,6 +43,8 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _scan(root: Path) -> ImageFolder:
+    from torchvision.datasets import ImageFolder
+
     if not root.is_dir():
         raise ImageFolderError(
             f"data.root={root} is not a folder: data=image_folder needs "

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100, MNIST
 
 from fl_leak.data.base import DatasetInfo, ImageDataset
 from fl_leak.data.registry import register_dataset
+
+if TYPE_CHECKING:  # torchvision is imported where a set is loaded: it takes a second to load
+    from torchvision.datasets import CIFAR10
 
 T = TypeVar("T")
 
@@ -47,11 +49,13 @@ def _read(name: str, reader: Callable[..., T], root: Path, train: bool, download
         ) from err
 
 
-def _cifar_loader(name: str, reader: type[CIFAR10]) -> Callable[..., ImageDataset]:
-    unverified = _without_md5(reader)
-
+def _cifar_loader(name: str, reader_name: str) -> Callable[..., ImageDataset]:
     def load(root: Path, *, train: bool, download: bool, verify_checksums: bool) -> ImageDataset:
-        data = _read(name, reader if verify_checksums else unverified, root, train, download)
+        import torchvision.datasets
+
+        reader = getattr(torchvision.datasets, reader_name)
+        checked = reader if verify_checksums else _without_md5(reader)
+        data = _read(name, checked, root, train, download)
         images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor(data.targets, dtype=torch.int64)
         return ImageDataset(images, labels, DatasetInfo(name, (3, 32, 32), tuple(data.classes)))
@@ -60,13 +64,15 @@ def _cifar_loader(name: str, reader: type[CIFAR10]) -> Callable[..., ImageDatase
     return load
 
 
-load_cifar10 = register_dataset("cifar10")(_cifar_loader("cifar10", CIFAR10))
-load_cifar100 = register_dataset("cifar100")(_cifar_loader("cifar100", CIFAR100))
+load_cifar10 = register_dataset("cifar10")(_cifar_loader("cifar10", "CIFAR10"))
+load_cifar100 = register_dataset("cifar100")(_cifar_loader("cifar100", "CIFAR100"))
 
 
 @register_dataset("mnist")
 def load_mnist(root: Path, *, train: bool, download: bool, verify_checksums: bool) -> ImageDataset:
     """Load MNIST with torchvision's reader; ``verify_checksums`` has no effect (see module doc)."""
+    from torchvision.datasets import MNIST
+
     data = _read("mnist", MNIST, root, train, download)
     images = data.data.unsqueeze(1).contiguous()
     return ImageDataset(

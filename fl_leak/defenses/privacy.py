@@ -21,9 +21,6 @@ import torch
 import torch.nn.functional as F
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 from flwr.supercore.differential_privacy import compute_clip_model_update
-from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
-from opacus.optimizers import DPOptimizer
 from torch import Tensor, nn
 
 from fl_leak.defenses.base import (
@@ -69,6 +66,11 @@ class DpSgd(Defense):
         steps_before: int,
     ) -> LocalOutcome:
         """Train with Opacus' ``DPOptimizer`` on per-sample gradients; report epsilon."""
+        # imported here: Opacus takes most of a second to load, in every client process
+        from opacus import GradSampleModule
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+
         batch_size = len(batches[0][1])
         sample_rate = batch_size / len(pool.labels)
         private = GradSampleModule(model)

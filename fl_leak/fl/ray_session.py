@@ -95,11 +95,13 @@ def _children() -> list[int]:
     return found
 
 
-def reap(patience: float = REAP_SECONDS, quiet: float = 1.0) -> None:
+def reap(patience: float = REAP_SECONDS, quiet: float = 0.3) -> None:
     """Wait until this process has had no child for ``quiet`` seconds; after ``patience``
     seconds kill those left. Called once a private Ray is shut down: its agents can outlive
     ``ray.shutdown`` by seconds (the raylet restarts one it saw die while it stops), and a
-    stopped run must leave no process behind."""
+    stopped run must leave no process behind. As this process reaps its orphans, no child
+    means no descendant at all; ``quiet`` spans a few scans, for a process re-parented here
+    while one scan was reading ``/proc``."""
     deadline = perf_counter() + patience
     last_seen = perf_counter()
     while perf_counter() < deadline:
