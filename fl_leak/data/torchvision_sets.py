@@ -11,6 +11,7 @@ labels-idx1}-ubyte``), so the option changes nothing there.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # torchvision is imported where a set is loaded: it takes a s
 T = TypeVar("T")
 
 
+@cache  # one subclass per reader, however often a set is loaded
 def _without_md5(reader: type[CIFAR10]) -> type[CIFAR10]:
     """Subclass of a torchvision CIFAR reader that checks that its files exist, not their md5."""
     return type(

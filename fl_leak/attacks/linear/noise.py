@@ -307,8 +307,7 @@ def solve_tikhonov(
     iterations. ``reuse``, the factorisation of a nearby system (the same layer in another
     walk), sets ``lambda^2`` instead and preconditions the solve; where it does not converge
     within ``REUSE_ITERATIONS`` (or its first iterations show it will not: ``REUSE_CHECKPOINT``)
-    the system's own is built. The report's ``noise_level`` is the
-    residual reached.
+    the system's own is built. The report's ``noise_level`` is the residual reached.
     """
     start = time.perf_counter()
     if system.target.dtype != torch.float64:
@@ -544,9 +543,15 @@ class Shrinkage:
     energy: Tensor  # ||x - c||^2 per value of the sample's image
 
     @property
+    def sample_weights(self) -> Tensor:
+        """Each sample's overall weight: the share of its ``||x - c||^2`` kept (energy-weighted
+        mean of ``w^2`` over the bands, square-rooted)."""
+        kept = (self.weights.pow(2) * self.energy).sum(0)
+        return (kept / self.energy.sum(0).clamp(min=1e-300)).sqrt()
+
+    @property
     def weight(self) -> float:
-        """The overall weight: the share of ``||x - c||^2`` kept (energy-weighted mean of
-        ``w^2``, square-rooted)."""
+        """The overall weight: the share of the batch's ``||x - c||^2`` kept."""
         total = float(self.energy.sum()) or 1.0
         return math.sqrt(float((self.weights.pow(2) * self.energy).sum()) / total)
 
@@ -562,10 +567,9 @@ def shrink_towards_grey(
     centre, radius = (low + high) / 2, (high - low) / 2
     batch = estimate.shape[0]
     count = estimate[0].numel()
-    bound = count * radius**2
 
-    def per_sample(band: Tensor) -> list[float]:
-        return band.reshape(batch, -1).pow(2).sum(1).tolist()
+    def per_sample(band: Tensor) -> Tensor:
+        return band.reshape(batch, -1).pow(2).sum(1).double().cpu()
 
     shrunk = torch.full_like(estimate, centre)
     weights, measured, energies = [], [], []
@@ -576,25 +580,16 @@ def shrink_towards_grey(
         strict=True,
     ):
         energy = per_sample(signal)
-        error = [
-            error_energy(list(draws), freedom)
-            for draws in zip(*(per_sample(d) for d in differences), strict=True)
-        ]
-        weight = [
-            min(max(e - n, 0.0), bound) / e if e > 0 else 0.0
-            for e, n in zip(energy, error, strict=True)
-        ]
-        factor = torch.tensor(weight, dtype=signal.dtype, device=signal.device)
-        shrunk = shrunk + factor.reshape(-1, *[1] * (signal.dim() - 1)) * signal
+        draws = torch.stack([per_sample(d) for d in differences], dim=1)
+        error = torch.tensor([error_energy(d.tolist(), freedom) for d in draws])
+        kept = (energy - error).clamp(min=0.0, max=count * radius**2)
+        weight = torch.where(energy > 0, kept / energy, torch.zeros_like(energy))
+        factor = weight.to(signal).reshape(-1, *[1] * (signal.dim() - 1))
+        shrunk = shrunk + factor * signal
         weights.append(weight)
-        measured.append([n / count for n in error])
-        energies.append([e / count for e in energy])
-    return Shrinkage(
-        shrunk,
-        torch.tensor(weights, dtype=torch.float64),
-        torch.tensor(measured, dtype=torch.float64),
-        torch.tensor(energies, dtype=torch.float64),
-    )
+        measured.append(error / count)
+        energies.append(energy / count)
+    return Shrinkage(shrunk, torch.stack(weights), torch.stack(measured), torch.stack(energies))
 
 
 def shrink_note(shrinkage: Shrinkage) -> str:
@@ -609,10 +604,9 @@ def shrink_note(shrinkage: Shrinkage) -> str:
             strict=True,
         )
     )
-    kept = (shrinkage.weights.pow(2) * shrinkage.energy).sum(0)
-    samples = (kept / shrinkage.energy.sum(0).clamp(min=1e-300)).sqrt().tolist()
+    samples = ", ".join(f"{w:.2f}" for w in shrinkage.sample_weights.tolist())
     return (
         "noisy update: input shrunk towards the flat grey image; per band, coarse to fine, "
         "mean weight (measured error / energy around grey, per value): "
-        f"{bands_text}; overall weight per sample: " + ", ".join(f"{w:.2f}" for w in samples)
+        f"{bands_text}; overall weight per sample: {samples}"
     )
