@@ -147,6 +147,44 @@ def test_last_layer_rows_from_the_row_space_with_labels_given(embedded):
     assert float(distances.min(dim=1).values.max()) < 1e-8  # every true row is recovered
 
 
+@pytest.mark.parametrize("factor", [0.5, 3.0])
+def test_the_scale_of_a_clipped_batch_update_is_fitted(factor, embedded):
+    """Clipping to a norm scales the update by a factor the server does not see: with the scale
+    fixed the batch's last layer has no exact fit; with it free the fit recovers the scale and the
+    true inputs (the rows of the last Linear's input)."""
+    model = fl_leak.build_model("cnn2_c5", seed=0, num_classes=12).double()
+    images, labels = _distinct_class_batch(embedded, 4)
+    images = images.double()
+    gradients = [factor * g for g in true_gradients(model, images, labels)]
+    layer = last_layer_of(parse_chain(model, gradients, (3, 32, 32)))
+    fixed = solve_last_layer(layer, torch.sort(labels).values)
+    free = solve_last_layer(layer, torch.sort(labels).values, free_scale=True)
+    assert fixed.residual > 1e-3 and fixed.scale == 1.0
+    assert free.residual < 1e-8
+    assert free.scale == pytest.approx(factor, rel=1e-6)
+    features = model[:-2](images).detach()  # the last Linear's inputs
+    distances = torch.cdist(features, free.inputs) / features.norm(dim=1, keepdim=True)
+    assert float(distances.min(dim=1).values.max()) < 1e-6
+
+
+def test_a_clipped_batch_update_is_recovered_exactly(embedded):
+    """Through the whole attack, labels recovered: the update of 4 images at half its size (a
+    clip to half the norm) is recovered exactly by default and not with the scale fixed."""
+    model = fl_leak.build_model("cnn2_c5", seed=0, num_classes=12)
+    images, labels = _distinct_class_batch(embedded, 4)
+    gradients = [0.5 * g for g in true_gradients(model, images, labels)]
+    scores = {}
+    for free_scale in (True, False):
+        reconstruction = fl_leak.reconstruct(
+            model, gradients, batch_size=4, attack="linear", free_scale=free_scale
+        )
+        assert torch.equal(reconstruction.labels, torch.sort(labels).values)
+        inputs = reconstruction.inputs.float().clamp(0, 1)
+        scores[free_scale] = score_batch(images, inputs).psnr
+    assert float(scores[True].min()) >= 60, scores[True]
+    assert float(scores[False].max()) < 30, scores[False]
+
+
 def test_more_samples_than_classes_is_reported_not_hidden(embedded):
     model = fl_leak.build_model("cnn2_c1", seed=0, num_classes=12)
     images, labels = _batch(embedded, 14)

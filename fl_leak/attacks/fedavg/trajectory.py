@@ -85,9 +85,12 @@ class FedAvgHybridOptions(HybridOptions, ScheduleOptions):
     acceleration, and the better estimate kept; 0 or 1: no second run). ``tikhonov_weight``
     defaults to 0 here: a FedAvg drift is not random noise, and the Tikhonov solve's bias moves
     the fixed point (cnn2_c5, 4 steps at lr 0.01: 52-55 dB with it, every image above 60 dB
-    with the discrepancy-stopped solve)."""
+    with the discrepancy-stopped solve). ``free_scale`` defaults to False: the schedule gives
+    the update's scale (learning rate and steps), and what is left of a first-order estimate's
+    misfit is the drift the fixed point models."""
 
     tikhonov_weight: float = 0.0
+    free_scale: bool = False
     trajectory_iterations: int = 30
     trajectory_tolerance: float = 1e-9
     damping: float = 1.0

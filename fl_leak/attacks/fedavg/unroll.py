@@ -102,7 +102,8 @@ def _first_order(
     options: FedAvgUnrollOptions,
 ) -> Reconstruction | None:
     """The linear solve of all samples as one batch, or None where the model is no chain."""
-    linear = LinearOptions(threads=options.threads, device=options.device)
+    # the schedule gives the update's scale: no scale is fitted (as in fedavg_hybrid)
+    linear = LinearOptions(threads=options.threads, device=options.device, free_scale=False)
     try:
         return linear_attack(model, gradients, input_shape, batch_size, labels, linear)
     except FlLeakError:

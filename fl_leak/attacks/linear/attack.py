@@ -132,7 +132,10 @@ def run_walk(
     if recovered and batch_size > 1:
         level, noisy = noisy_update(chain.last.weight_gradient, batch_size, options)
         last, labels = solve_last_layer_and_labels(
-            last_layer_of(chain), labels, noise_level=level if noisy else 0.0
+            last_layer_of(chain),
+            labels,
+            noise_level=level if noisy else 0.0,
+            free_scale=options.free_scale,
         )
     result = _walk(chain, labels, options, last)
     if (

@@ -11,6 +11,12 @@ depends only on its own coefficients ``c_b`` (``z_b = W V c_b + b``), and ``C`` 
 ``B x B`` coefficients, solved by Levenberg-Marquardt (scipy) with an autograd Jacobian from
 seeded random starts. With more samples than the rank of ``G`` the inputs are not determined; the
 best estimate in the row space is returned and the diagnostics say so.
+
+An update scaled by an unknown factor ``a`` (clipping to a norm: ``a = min(1, norm / ||u||)``)
+leaves the single-sample solution as it is (``x`` is a ratio of ``G`` and ``g``; ``d = g``
+carries the scale to the layers below, whose gradients carry it too), but no batch fits
+``D(C)^T C = a U S`` with ``a = 1``. Where that fit misses, the batch is fitted again with
+``log a`` as one more unknown (``free_scale``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class LastLayerSolution:
     rank: int
     notes: list[str] = field(default_factory=list)
     condition: float = 1.0  # s_1 / s_rank of the weight gradient's top singular values
+    scale: float = 1.0  # the update's fitted scale: the gradients are ``scale`` times a batch's
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,20 @@ def _single_noisy(layer: LastLayer) -> LastLayerSolution:
     return LastLayerSolution(x.reshape(1, -1), d.reshape(1, -1), float(residual), 1)
 
 
+def _accepted_residual(noise_level: float) -> float:
+    """The relative residual below which a batch's fit is taken as exact: twice the noise."""
+    return max(1e-9, 2 * noise_level)
+
+
 def _batch(
-    layer: LastLayer, labels: Tensor, restarts: int, seed: int, noise_level: float
+    layer: LastLayer,
+    labels: Tensor,
+    restarts: int,
+    seed: int,
+    noise_level: float,
+    free_scale: bool = False,
 ) -> LastLayerSolution:
+    """The batch's fit (module docstring); ``free_scale`` fits the update's scale too."""
     G, g = layer.weight_gradient, layer.bias_gradient
     batch = labels.numel()
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -107,9 +125,12 @@ def _batch(
     scale = float(torch.linalg.norm(target))
     labels = labels.to(G.device)
 
+    def split(c: Tensor) -> tuple[Tensor, Tensor]:  # coefficients, and the scale's logarithm
+        return c[: batch * rank].reshape(batch, rank), c[batch * rank :].sum()
+
     def residual(c: Tensor) -> Tensor:
-        C = c.reshape(batch, rank)
-        D = layer.output_gradients(C @ M.T + layer.bias, labels)
+        C, log_scale = split(c)
+        D = log_scale.exp() * layer.output_gradients(C @ M.T + layer.bias, labels)
         return torch.cat([(D.T @ C - target).reshape(-1), D.sum(0) - g]) / scale
 
     def fun(c: np.ndarray) -> np.ndarray:
@@ -131,11 +152,13 @@ def _batch(
     # to match (the relative changes at which the search stops grow with the noise's square:
     # under local DP at noise 0.1 the fit took 17 evaluations instead of 200, at the same
     # residual to 3%, and the same reconstructions)
-    accept = max(1e-9, 2 * noise_level)
+    accept = _accepted_residual(noise_level)
     tolerance = max(1e-8, 1e-3 * noise_level**2) if noise_level > 0 else 1e-15
     best = None
     for _ in range(attempts):
         start = generator.standard_normal(batch * rank) * magnitude
+        if free_scale:
+            start = np.append(start, 0.0)  # from the unscaled update
         result = least_squares(
             fun,
             start,
@@ -151,27 +174,40 @@ def _batch(
         if np.sqrt(2 * best.cost) < accept:
             break
     assert best is not None
-    C = torch.from_numpy(best.x).to(G).reshape(batch, rank)
+    C, log_scale = split(torch.from_numpy(best.x).to(G))
+    fitted_scale = float(log_scale.exp())
     notes = []
     if rank < batch:
         notes.append(
             f"gradient of the last layer has rank {rank} < batch size {batch}: the "
             "inputs are not determined; best estimate in its row space"
         )
+    if free_scale:
+        notes.append(f"the update fits a batch's gradients scaled by {fitted_scale:.4g}")
     return LastLayerSolution(
         C @ V.T,
-        layer.output_gradients(C @ M.T + layer.bias, labels),
+        fitted_scale * layer.output_gradients(C @ M.T + layer.bias, labels),
         float(np.sqrt(2 * best.cost)),
         rank,
         notes,
         float(S[0] / S[-1]),
+        fitted_scale,
     )
 
 
 def solve_last_layer(
-    layer: LastLayer, labels: Tensor, restarts: int = 8, seed: int = 0, noise_level: float = 0.0
+    layer: LastLayer,
+    labels: Tensor,
+    restarts: int = 8,
+    seed: int = 0,
+    noise_level: float = 0.0,
+    free_scale: bool = False,
 ) -> LastLayerSolution:
     """Recover the last layer's inputs and output gradients (module docstring).
+
+    ``free_scale``: where a batch's fit ends above its accepted residual (``1e-9``, or twice
+    ``noise_level``), fit it again with the update's scale as one more unknown, and keep that
+    fit if it at least halves the residual (one more unknown cannot halve a residual of noise).
 
     ``noise_level`` > 0 (the update's relative noise, :mod:`fl_leak.attacks.linear.noise`) stops
     a batch's search at the first start whose relative residual is below twice it, with
@@ -187,11 +223,18 @@ def solve_last_layer(
         )
     if labels.numel() == 1:
         return _single_noisy(layer) if noise_level > 0 else _single(layer)
-    return _batch(layer, labels, restarts, seed, noise_level)
+    solution = _batch(layer, labels, restarts, seed, noise_level)
+    if not free_scale or solution.residual < _accepted_residual(noise_level):
+        return solution
+    if solution.rank < labels.numel():  # undetermined: no exact fit to recover by a scale
+        return solution
+    scaled = _batch(layer, labels, restarts, seed, noise_level, free_scale=True)
+    return scaled if scaled.residual < solution.residual / 2 else solution
 
 
-def counts_from_inputs(layer: LastLayer, inputs: Tensor) -> Tensor:
-    """Per-class counts implied by the last layer's inputs ``X`` and its bias gradient.
+def counts_from_inputs(layer: LastLayer, inputs: Tensor, scale: float = 1.0) -> Tensor:
+    """Per-class counts implied by the last layer's inputs ``X`` and its bias gradient, the
+    update's ``scale`` divided out.
 
     From ``g_j = sum_b s'_bj (p_bj - [y_b = j]) / B``: ``n_j ~ (sum_b s'_bj p_bj - B g_j) / s'_j``
     with ``s'_j`` the batch mean of ``s'_bj`` (exact for an identity final activation).
@@ -200,7 +243,8 @@ def counts_from_inputs(layer: LastLayer, inputs: Tensor) -> Tensor:
     slope = layer.activation.derivative(outputs)
     probabilities = torch.softmax(outputs, dim=1)
     batch = inputs.shape[0]
-    raw = ((slope * probabilities).sum(0) - batch * layer.bias_gradient) / slope.mean(0)
+    bias_gradient = layer.bias_gradient / scale
+    raw = ((slope * probabilities).sum(0) - batch * bias_gradient) / slope.mean(0)
     return raw.clamp_min(0)
 
 
@@ -210,6 +254,7 @@ def solve_last_layer_and_labels(
     rounds: int = 3,
     tolerance: float = 1e-6,
     noise_level: float = 0.0,
+    free_scale: bool = False,
 ) -> tuple[LastLayerSolution, Tensor]:
     """Solve the last layer while refining the batch's labels by self-consistency.
 
@@ -217,6 +262,7 @@ def solve_last_layer_and_labels(
     per-class counts from those inputs (:func:`counts_from_inputs`); it stops when the residual is
     below ``tolerance`` (or the ``noise_level`` of a noisy update, passed to
     :func:`solve_last_layer`) or the labels repeat, and keeps the labels with the lowest residual.
+    ``free_scale`` is passed to :func:`solve_last_layer`; the counts divide out the fitted scale.
     """
     labels = initial_labels
     if labels.numel() > layer.weight.shape[0]:  # more samples than classes: nothing to refine
@@ -225,12 +271,12 @@ def solve_last_layer_and_labels(
     seen: set[tuple[int, ...]] = set()
     for _ in range(rounds):
         seen.add(tuple(labels.tolist()))
-        solution = solve_last_layer(layer, labels, noise_level=noise_level)
+        solution = solve_last_layer(layer, labels, noise_level=noise_level, free_scale=free_scale)
         if best is None or solution.residual < best[0].residual:
             best = (solution, labels)
         if solution.residual < max(tolerance, noise_level):
             break
-        raw = counts_from_inputs(layer, solution.inputs)
+        raw = counts_from_inputs(layer, solution.inputs, solution.scale)
         present = layer.bias_gradient < 0
         labels = labels_from_counts(round_counts(raw.cpu(), present.cpu(), labels.numel()))
         if tuple(labels.tolist()) in seen:

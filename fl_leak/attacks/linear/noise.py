@@ -158,6 +158,10 @@ class NoiseOptions:
     input_range : (float, float) or None
         The inputs' range: its middle is the grey the reconstruction is shrunk towards, its half
         width bounds the signal's energy (default (0, 1); None: no shrinkage).
+    free_scale : bool
+        Where a batch's last-layer fit misses the update, fit the update's overall scale too
+        (clipping to a norm scales an update by a factor the server does not see; default True;
+        :func:`~fl_leak.attacks.linear.last_layer.solve_last_layer`).
     """
 
     noise_aware: bool = True
@@ -168,6 +172,7 @@ class NoiseOptions:
     tikhonov_weight: float = 0.3
     shrink: bool = True
     input_range: tuple[float, float] | None = (0.0, 1.0)
+    free_scale: bool = True
 
     def check_noise_options(self) -> None:
         """Raise on a value out of range (called by the options that inherit these)."""

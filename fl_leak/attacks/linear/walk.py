@@ -163,7 +163,10 @@ def walk(
     batch = labels.numel()
     level, noisy = noisy_update(last.weight_gradient, batch, noise)
     solution = last_solution or solve_last_layer(
-        last_layer_of(chain), labels, noise_level=level if noisy else 0.0
+        last_layer_of(chain),
+        labels,
+        noise_level=level if noisy else 0.0,
+        free_scale=noise.free_scale,
     )
     x_above = solution.inputs.reshape(batch, *last.operator.in_shape)
     d_above = solution.output_gradients
