@@ -167,6 +167,24 @@ def test_the_scale_of_a_clipped_batch_update_is_fitted(factor, embedded):
     assert float(distances.min(dim=1).values.max()) < 1e-6
 
 
+def test_a_scale_is_not_taken_where_it_does_not_make_the_update_consistent(embedded):
+    """A sparsified update (each tensor's largest tenth kept) fits better with a smaller scale
+    but not exactly: the scale stays 1 and the fit is the one with the scale fixed."""
+    model = fl_leak.build_model("cnn2_c5", seed=0, num_classes=12).double()
+    images, labels = _distinct_class_batch(embedded, 4)
+    sparse = []
+    for gradient in true_gradients(model, images.double(), labels):
+        threshold = gradient.abs().flatten().kthvalue(int(0.9 * gradient.numel())).values
+        sparse.append(torch.where(gradient.abs() > threshold, gradient, 0.0))
+    layer = last_layer_of(parse_chain(model, sparse, (3, 32, 32)))
+    order = torch.sort(labels).values
+    fixed = solve_last_layer(layer, order)
+    free = solve_last_layer(layer, order, free_scale=True)
+    assert fixed.residual > 1e-3
+    assert free.scale == 1.0 and free.residual == fixed.residual
+    assert torch.equal(free.inputs, fixed.inputs)
+
+
 def test_a_clipped_batch_update_is_recovered_exactly(embedded):
     """Through the whole attack, labels recovered: the update of 4 images at half its size (a
     clip to half the norm) is recovered exactly by default and not with the scale fixed."""
