@@ -203,6 +203,27 @@ def test_a_clipped_batch_update_is_recovered_exactly(embedded):
     assert float(scores[False].max()) < 30, scores[False]
 
 
+def test_labels_shared_in_a_clipped_batch_update_are_recovered(embedded):
+    """8 images, label 0 twice, the update at a fifth of its size: the counts estimated from the
+    scaled bias gradient are off, and the scaled fit proposes the right ones (with the scale
+    fixed the labels stay wrong)."""
+    model = fl_leak.build_model("cnn2_c5", seed=0, num_classes=12).double()
+    zeros = torch.nonzero(embedded.labels == 0).flatten()[:2].tolist()
+    others = [int(torch.nonzero(embedded.labels == c).flatten()[0]) for c in (1, 2, 3, 5, 6, 7)]
+    index = zeros + others
+    images, labels = embedded.images[index].double() / 255, embedded.labels[index]
+    gradients = [0.2 * g for g in true_gradients(model, images, labels)]
+    found = {}
+    for free_scale in (True, False):
+        reconstruction = fl_leak.reconstruct(
+            model, gradients, batch_size=8, attack="linear", free_scale=free_scale
+        )
+        found[free_scale] = reconstruction
+    assert torch.equal(found[True].labels, torch.sort(labels).values)
+    assert not torch.equal(found[False].labels, torch.sort(labels).values)
+    assert float(score_batch(images, found[True].inputs.clamp(0, 1)).psnr.min()) >= 60
+
+
 def test_more_samples_than_classes_is_reported_not_hidden(embedded):
     model = fl_leak.build_model("cnn2_c1", seed=0, num_classes=12)
     images, labels = _batch(embedded, 14)

@@ -45,6 +45,8 @@ class LastLayerSolution:
     notes: list[str] = field(default_factory=list)
     condition: float = 1.0  # s_1 / s_rank of the weight gradient's top singular values
     scale: float = 1.0  # the update's fitted scale: the gradients are ``scale`` times a batch's
+    # the fit with the scale free where it was tried and not taken (it proposes label counts)
+    scaled_fit: LastLayerSolution | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,9 @@ def solve_last_layer(
     scaled = _batch(layer, labels, restarts, seed, noise_level, free_scale=True)
     if scaled.residual < max(_accepted_residual(0.0), first.residual / SCALE_EXPLAINS):
         return scaled
-    return _batch(layer, labels, restarts, seed, noise_level)
+    fixed = _batch(layer, labels, restarts, seed, noise_level)
+    fixed.scaled_fit = scaled
+    return fixed
 
 
 def counts_from_inputs(layer: LastLayer, inputs: Tensor, scale: float = 1.0) -> Tensor:
@@ -275,7 +279,9 @@ def solve_last_layer_and_labels(
     per-class counts from those inputs (:func:`counts_from_inputs`); it stops when the residual is
     below ``tolerance`` (or the ``noise_level`` of a noisy update, passed to
     :func:`solve_last_layer`) or the labels repeat, and keeps the labels with the lowest residual.
-    ``free_scale`` is passed to :func:`solve_last_layer`; the counts divide out the fitted scale.
+    ``free_scale`` is passed to :func:`solve_last_layer`; on a clean update the counts come from
+    the fit with the scale free where it was tried (taken or not: with wrong labels no scale
+    fits exactly), the scale divided out.
     """
     labels = initial_labels
     if labels.numel() > layer.weight.shape[0]:  # more samples than classes: nothing to refine
@@ -289,7 +295,11 @@ def solve_last_layer_and_labels(
             best = (solution, labels)
         if solution.residual < max(tolerance, noise_level):
             break
-        raw = counts_from_inputs(layer, solution.inputs, solution.scale)
+        # wrong labels fit no scale exactly: on a clean update the scaled fit, where tried,
+        # proposes the counts; on a noisy one it absorbs noise too, and its counts were no better
+        # (defenses study: top-k 0.1 and pruning 0.9 lost a label or 0.5 dB)
+        proposal = (solution.scaled_fit if noise_level == 0 else None) or solution
+        raw = counts_from_inputs(layer, proposal.inputs, proposal.scale)
         present = layer.bias_gradient < 0
         labels = labels_from_counts(round_counts(raw.cpu(), present.cpu(), labels.numel()))
         if tuple(labels.tolist()) in seen:
