@@ -105,6 +105,9 @@ def _single_noisy(layer: LastLayer) -> LastLayerSolution:
 # a scale is taken where it cuts the batch fit's residual this many times (a clipped float32
 # update: 4e6 times, to its rounding; top-k at 0.1: 1.04 to 2 times)
 SCALE_EXPLAINS = 100
+# and tried only above this residual: below it the misfit is rounding (a float32 update of
+# cnn2_c5 at batch 4: 2-3e-8), no scale's (a clip to half the norm: 0.08)
+SCALE_WORTH_TRYING = 1e-6
 
 
 def _accepted_residual(noise_level: float) -> float:
@@ -213,7 +216,8 @@ def solve_last_layer(
     """Recover the last layer's inputs and output gradients (module docstring).
 
     ``free_scale``: where a batch's fit from the first start ends above its accepted residual
-    (``1e-9``, or twice ``noise_level``), fit it with the update's scale as one more unknown, and
+    (``1e-9``, or twice ``noise_level``) and above ``SCALE_WORTH_TRYING`` (a float32 update's
+    rounding stays below it), fit it with the update's scale as one more unknown, and
     keep that fit only where the scale explains the misfit: exact (``1e-9``), or at most
     ``1 / SCALE_EXPLAINS`` of the residual without it (a float32 update's rounding stays; on a
     noisy update the scale's misfit must be far above the noise). Else the fit with the scale
@@ -239,8 +243,8 @@ def solve_last_layer(
         return _batch(layer, labels, restarts, seed, noise_level)
     accept = _accepted_residual(noise_level)
     first = _batch(layer, labels, 1, seed, noise_level)
-    if first.residual < accept or first.rank < labels.numel():  # fits, or cannot fit exactly
-        return first
+    if first.residual < max(accept, SCALE_WORTH_TRYING) or first.rank < labels.numel():
+        return first  # fits (to rounding), or cannot fit exactly
     scaled = _batch(layer, labels, restarts, seed, noise_level, free_scale=True)
     if scaled.residual < max(_accepted_residual(0.0), first.residual / SCALE_EXPLAINS):
         return scaled
