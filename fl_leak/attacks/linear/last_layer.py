@@ -122,8 +122,10 @@ def _batch(
     seed: int,
     noise_level: float,
     free_scale: bool = False,
+    skip: int = 0,
 ) -> LastLayerSolution:
-    """The batch's fit (module docstring); ``free_scale`` fits the update's scale too."""
+    """The batch's fit (module docstring); ``free_scale`` fits the update's scale too. The first
+    ``skip`` starts (fewer than ``restarts``) are drawn and not run: another call ran them."""
     G, g = layer.weight_gradient, layer.bias_gradient
     batch = labels.numel()
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -165,8 +167,10 @@ def _batch(
     accept = _accepted_residual(noise_level)
     tolerance = max(1e-8, 1e-3 * noise_level**2) if noise_level > 0 else 1e-15
     best = None
-    for _ in range(attempts):
+    for attempt in range(attempts):
         start = generator.standard_normal(batch * rank) * magnitude
+        if attempt < skip:
+            continue
         if free_scale:
             start = np.append(start, 0.0)  # from the unscaled update
         result = least_squares(
@@ -248,7 +252,10 @@ def solve_last_layer(
     scaled = _batch(layer, labels, restarts, seed, noise_level, free_scale=True)
     if scaled.residual < max(_accepted_residual(0.0), first.residual / SCALE_EXPLAINS):
         return scaled
-    fixed = _batch(layer, labels, restarts, seed, noise_level)
+    fixed = first  # and the other starts, as without free_scale (the first is not run again)
+    if restarts > 1:
+        rest = _batch(layer, labels, restarts, seed, noise_level, skip=1)
+        fixed = rest if rest.residual < first.residual else first
     fixed.scaled_fit = scaled
     return fixed
 
