@@ -343,8 +343,7 @@ def serve_secagg(
         strategy=strategy,
     )
     start = perf_counter()
-    with sink.summary_on_failure(**summary_extra):
-        DefaultWorkflow(fit_workflow=fit_round)(grid, legacy)
+    DefaultWorkflow(fit_workflow=fit_round)(grid, legacy)
     losses = dict(legacy.history.losses_distributed)
     for server_round, accuracy in legacy.history.metrics_distributed.get("accuracy", []):
         sink.clients_evaluation(server_round, float(accuracy), float(losses[server_round]))

@@ -78,16 +78,15 @@ def serve(
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
     start = perf_counter()
-    with sink.summary_on_failure(**summary_extra):
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=to_arrays(initial_model(settings, info)),
-            num_rounds=fl.rounds,
-            timeout=fl.round_timeout,
-            train_config=ConfigRecord(client_config(info)),
-            evaluate_config=ConfigRecord(client_config(info)),
-            evaluate_fn=evaluate_global,
-        )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=to_arrays(initial_model(settings, info)),
+        num_rounds=fl.rounds,
+        timeout=fl.round_timeout,
+        train_config=ConfigRecord(client_config(info)),
+        evaluate_config=ConfigRecord(client_config(info)),
+        evaluate_fn=evaluate_global,
+    )
     for server_round, metrics in result.evaluate_metrics_clientapp.items():
         accuracy, loss = record_float(metrics, "accuracy"), record_float(metrics, "loss")
         sink.clients_evaluation(server_round, accuracy, loss)

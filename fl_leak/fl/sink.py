@@ -10,14 +10,12 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from statistics import fmean
-from time import perf_counter
 from typing import Any
 
 from torch import Tensor
@@ -157,23 +155,6 @@ class ResultSink:
         self.rounds.setdefault(server_round, {}).update(
             clients_accuracy=accuracy, clients_loss=loss
         )
-
-    @contextmanager
-    def summary_on_failure(self, **extra: Any) -> Iterator[None]:
-        """Where the rounds inside raise, write ``summary.json`` for what was done (status
-        ``failed``, the error, the per-round figures so far, ``extra``), then let the error go
-        on: a failed run keeps its test accuracy per round beside its records."""
-        start = perf_counter()
-        try:
-            yield
-        except Exception as error:
-            self.write_summary(
-                **extra,
-                run_seconds=perf_counter() - start,
-                status="failed",
-                error=f"{type(error).__name__}: {error}",
-            )
-            raise
 
     def write_summary(self, **extra: Any) -> Path:
         """Finish the grids, write ``summary.json``: counts, means, per-round figures, config.
