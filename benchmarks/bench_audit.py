@@ -27,8 +27,8 @@ import time
 import torch
 
 import fl_leak
-from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
-from fl_leak.attacks.linear.spectrum import Spectrum, from_singular_values, spectrum
+from fl_leak.attacks.linear.matrix import layer_spectrum
+from fl_leak.attacks.linear.spectrum import Spectrum, from_singular_values
 from fl_leak.metrics.audit import probe_layers, security_index
 from fl_leak.models.family import FAMILY
 
@@ -58,11 +58,7 @@ def network(name: str) -> tuple[float, float, int, int, str]:
         old, old_seconds = _timed(
             lambda s=system: from_singular_values(torch.linalg.svdvals(s.dense()), s.shape, RTOL)
         )
-        new, new_seconds = _timed(
-            lambda s=system: spectrum(
-                system_matrix(s), RTOL, s.num_unknowns - s.deficiency_bound(), left_null_vectors(s)
-            )
-        )
+        new, new_seconds = _timed(lambda s=system: layer_spectrum(s, RTOL))
         if (old.rank, old.weak) != (new.rank, new.weak) or not math.isclose(
             old.condition, new.condition, rel_tol=1e-6
         ):

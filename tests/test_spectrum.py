@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import fl_leak
-from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
-from fl_leak.attacks.linear.spectrum import spectrum
+from fl_leak.attacks.linear.matrix import forward_gram, left_null_vectors, system_matrix
+from fl_leak.attacks.linear.spectrum import _negative_count, spectrum
 from fl_leak.metrics.audit import probe_layers
 from tests.test_audit import SMALL, _materialised
 
@@ -70,9 +70,9 @@ def _numpy(matrix: np.ndarray, rtol: float) -> tuple[int, float, int]:
         (60, 40, 0, 1.0, 40, "gram"),  # tall, well conditioned: certified
         (30, 50, 0, 1.0, 30, "gram"),  # wide
         (60, 40, 5, 1.0, 40, "gram"),  # zero columns dropped, the rest certified
-        (60, 40, 0, 1.0, 31, "eigen"),  # deficient: Gram eigenvalues, null space checked on U
-        (30, 50, 0, 1e-2, 22, "eigen"),  # wide and deficient
-        (60, 40, 0, 3e-5, 40, "eigen"),  # weak values between 1e-5 and rtol, counted by eigenvalue
+        (60, 40, 0, 1.0, 31, "inertia"),  # deficient: null count by inertia, checked on U
+        (30, 50, 0, 1e-2, 22, "inertia"),  # wide and deficient
+        (60, 40, 0, 3e-5, 40, "eigen"),  # weak values: not null as inertia counts them; eigenvalues
         (60, 40, 0, 1e-9, 40, "svd"),  # too ill-conditioned to certify: dense singular values
         (60, 40, 0, 1e-6, 40, "svd"),  # values between 1e-6 and 1e-5: the SVD counts them
     ],
@@ -102,6 +102,31 @@ def test_deflated_dependencies_certify_a_deficient_wide_layer():
     rank, condition, weak = _numpy(matrix.toarray(), 1e-4)
     assert (result.method, result.rank, result.weak) == ("gram", rank, weak)
     assert result.condition == pytest.approx(condition, rel=1e-6)
-    without = spectrum(matrix, 1e-4, bound)  # without them: the Gram eigenvalues decide
-    assert (without.method, without.rank, without.weak) == ("eigen", rank, weak)
+    without = spectrum(matrix, 1e-4, bound)  # without them: the inertia decides
+    assert (without.method, without.rank, without.weak) == ("inertia", rank, weak)
     assert without.condition == pytest.approx(condition, rel=1e-6)
+
+
+def test_negative_count_is_the_number_of_eigenvalues_below_the_shift():
+    """Indefinite matrices, where Bunch-Kaufman takes 2x2 pivots: the count equals numpy's."""
+    generator = np.random.default_rng(3)
+    for size in (5, 40, 200):
+        for _ in range(5):
+            half = generator.standard_normal((size, size))
+            matrix = torch.from_numpy(half + half.T)
+            values = np.linalg.eigvalsh(matrix.numpy())
+            shift = float(generator.uniform(values[0], values[-1]))
+            assert _negative_count(matrix, shift) == int((values < shift).sum())
+
+
+@pytest.mark.parametrize("model", [*SMALL, STRIDED])
+def test_forward_gram_equals_the_sparse_product(model):
+    """Stride, padding and dilation differing per axis, two samples: the formula against the
+    forward rows' product formed from the sparse matrix."""
+    for system in _systems(model, batch_size=2):
+        gram = forward_gram(system)
+        if gram is None:
+            continue
+        rows = system_matrix(system)[: system.num_forward_rows]
+        expected = (rows.T @ rows).toarray()
+        assert np.allclose(gram.numpy(), expected, rtol=0, atol=1e-12 * np.abs(expected).max())

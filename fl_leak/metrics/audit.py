@@ -68,9 +68,8 @@ from torch import Tensor, nn
 from fl_leak.attacks.linear.activations import KINK
 from fl_leak.attacks.linear.chain import Block, parse_chain
 from fl_leak.attacks.linear.last_layer import numerical_rank
-from fl_leak.attacks.linear.matrix import left_null_vectors, system_matrix
+from fl_leak.attacks.linear.matrix import layer_spectrum
 from fl_leak.attacks.linear.solver import weak_directions
-from fl_leak.attacks.linear.spectrum import spectrum
 from fl_leak.attacks.linear.system import LayerSystem
 from fl_leak.errors import FlLeakError
 from fl_leak.metrics.image_statistics import ImageStatistics
@@ -409,9 +408,7 @@ def _audit(
         start = time.perf_counter()
         weak = None
         if min(system.shape) <= max_dense:
-            rank_bound = system.num_unknowns - system.deficiency_bound()
-            matrix, dependencies = system_matrix(system), left_null_vectors(system)
-            exact = spectrum(matrix, rtol, rank_bound, dependencies, device)
+            exact = layer_spectrum(system, rtol, device)
             rank, condition, weak = exact.rank, exact.condition, exact.weak
             deficiency, method = system.num_unknowns - rank, "svd"
         else:

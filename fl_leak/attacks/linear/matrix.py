@@ -33,6 +33,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from fl_leak.attacks.linear.spectrum import Spectrum, spectrum
+
 if TYPE_CHECKING:
     from fl_leak.attacks.linear.system import LayerSystem
 
@@ -97,6 +99,18 @@ def _gradient_block(system: LayerSystem, max_entries: int) -> sp.csr_matrix:
     return sp.diags(scale.detach().cpu().numpy()) @ block
 
 
+def _csr(values: Tensor, columns: Tensor, keep: Tensor, rows: int, width: int) -> sp.csr_matrix:
+    """A CSR matrix from each row's entries in order: ``values``, ``columns`` and ``keep``
+    shaped alike, rows first (flattened to ``rows`` rows), entries where ``keep``."""
+    keep = keep.reshape(rows, -1)
+    indptr = torch.zeros(rows + 1, dtype=torch.long)
+    torch.cumsum(keep.sum(dim=1), dim=0, out=indptr[1:])
+    return sp.csr_matrix(
+        (values.reshape(rows, -1)[keep].numpy(), columns.reshape(rows, -1)[keep].numpy(), indptr),
+        shape=(rows, width),
+    )
+
+
 def indexed_matrix(system: LayerSystem, max_entries: int | None = None) -> sp.csr_matrix | None:
     """``U`` by indexing, for an operator with a :meth:`patch_index`; None for one without, or
     (given ``max_entries``) where ``U`` would hold more entries than that."""
@@ -109,34 +123,33 @@ def indexed_matrix(system: LayerSystem, max_entries: int | None = None) -> sp.cs
     patches, positions = index.shape
     if max_entries is not None and 2 * batch * channels * patches * positions > max_entries:
         return None
-    n_in, n_out = math.prod(operator.in_shape), math.prod(operator.out_shape)
+    n_in = math.prod(operator.in_shape)
     weight = operator.weight.detach().reshape(channels, -1).cpu().double()
-    # one entry per (b, o, q, l) where the weight meets an input (not padding), in each block
-    b, o, q, ell = torch.meshgrid(
-        torch.arange(batch),
-        torch.arange(channels),
-        torch.arange(patches),
-        torch.arange(positions),
-        indexing="ij",
+    # each row's entries in order, where the weight meets an input (not padding): rows come out
+    # sorted, so the CSR arrays are written directly
+    keep = index >= 0  # (q, l)
+    columns = torch.arange(batch).reshape(-1, 1, 1) * n_in + index  # (b, q, l)
+    forward_scale = system.forward_scale.detach().reshape(batch, channels, positions, 1)
+    # forward row (b, o, l): W[o, q] f[b, o, l] at unknown (b, idx[q, l]) for each q
+    forward_values = weight.reshape(1, channels, 1, patches) * forward_scale.cpu().double()
+    forward = _csr(
+        forward_values,
+        columns.transpose(1, 2).unsqueeze(1).expand(batch, channels, positions, patches),
+        keep.T.expand(batch, channels, positions, patches),
+        batch * channels * positions,
+        batch * n_in,
     )
-    inputs = index[q, ell]
-    keep = inputs >= 0
-    b, o, q, ell, inputs = b[keep], o[keep], q[keep], ell[keep], inputs[keep]
-    column = (b * n_in + inputs).numpy()
-    forward_scale = system.forward_scale.detach().reshape(batch, channels, positions)
-    forward = sp.csr_matrix(
-        (
-            (weight[o, q] * forward_scale.cpu().double()[b, o, ell]).numpy(),
-            ((b * n_out + o * positions + ell).numpy(), column),
-        ),
-        shape=(batch * n_out, batch * n_in),
-    )
+    # gradient row (o, q): D[b, o, l] g[o, q] at unknown (b, idx[q, l]) for each b, l
     d = system.output_gradient.detach().reshape(batch, channels, positions).cpu().double()
     gradient_scale = torch.broadcast_to(system.gradient_scale, system.observed_gradient.shape)
     gradient_scale = gradient_scale.detach().reshape(channels, patches).cpu().double()
-    gradient = sp.csr_matrix(
-        ((d[b, o, ell] * gradient_scale[o, q]).numpy(), ((o * patches + q).numpy(), column)),
-        shape=(channels * patches, batch * n_in),
+    gradient_values = d.transpose(0, 1).unsqueeze(1) * gradient_scale[..., None, None]
+    gradient = _csr(
+        gradient_values,
+        columns.transpose(0, 1).expand(channels, patches, batch, positions),
+        keep.unsqueeze(1).expand(channels, patches, batch, positions),
+        channels * patches,
+        batch * n_in,
     )
     matrix = sp.vstack([forward, gradient], format="csr")
     matrix.eliminate_zeros()
@@ -156,6 +169,21 @@ def system_matrix(system: LayerSystem, max_entries: int = MAX_ENTRIES) -> sp.csr
     matrix = sp.vstack(blocks, format="csr").astype(np.float64)
     matrix.eliminate_zeros()
     return matrix
+
+
+def forward_gram(system: LayerSystem) -> Tensor | None:
+    """The column Gram matrix of :func:`system_matrix`'s forward rows (its first
+    ``system.num_forward_rows``), dense float64 on the CPU, one block per sample, from the
+    operator's :meth:`~fl_leak.attacks.linear.layers.base.WeightOperator.forward_gram`; None
+    where the operator has none."""
+    scale = torch.broadcast_to(system.forward_scale, system.target.shape).detach().double()
+    blocks = []
+    for sample in scale:
+        block = system.operator.forward_gram(sample**2)
+        if block is None:
+            return None
+        blocks.append(block.cpu())
+    return blocks[0] if len(blocks) == 1 else torch.block_diag(*blocks)
 
 
 def left_null_vectors(system: LayerSystem) -> sp.csc_matrix:
@@ -195,3 +223,19 @@ def left_null_vectors(system: LayerSystem) -> sp.csc_matrix:
         indices = torch.cat([row, gradient_row]).numpy()
         columns.append(sp.csc_matrix((values, (indices, np.zeros_like(indices))), shape=(rows, 1)))
     return sp.hstack(columns, format="csc") if columns else sp.csc_matrix((rows, 0))
+
+
+def layer_spectrum(
+    system: LayerSystem, rtol: float, device: torch.device | str = "cpu"
+) -> Spectrum:
+    """Rank, condition and weak count of ``system``'s matrix, exactly
+    (:func:`~fl_leak.attacks.linear.spectrum.spectrum`): the matrix, its known row dependencies,
+    the structural rank bound and the forward rows' Gram matrix, each from the system."""
+    return spectrum(
+        system_matrix(system),
+        rtol,
+        system.num_unknowns - system.deficiency_bound(),
+        left_null_vectors(system),
+        device,
+        (system.num_forward_rows, lambda: forward_gram(system)),
+    )

@@ -12,15 +12,25 @@ Rounding in ``C`` moves its eigenvalues by about ``eps s_1^2`` times a modest fa
 eigenvalue ``s^2`` of ``C`` with ``s >= CERTIFY s_1`` (``CERTIFY = 1e-5``) is off by a relative
 ``eps / CERTIFY^2`` times that factor (``1e-6`` times it) at most: far from numpy's tolerance and
 precise enough for the condition. Below ``CERTIFY s_1`` the Gram matrix cannot tell ``tol`` from
-zero; there ``U`` itself decides. Three paths, the first that decides:
+zero; there ``U`` itself decides. Four paths, the first that decides:
 
 1. ``"gram"``, a certificate of full rank: ``s_1^2`` by Lanczos on ``C``, a Cholesky
    factorisation ``C + mu I = L L^T`` (``mu = SHIFT s_1^2``) and ``s_n^2`` by Lanczos on
    ``(C + mu I)^{-1}`` through ``L``, less ``mu``. When
    ``s_n >= CERTIFY s_1`` the matrix has full rank ``n``, and when ``s_n`` is also clearly
    above ``rtol s_1`` the weak count is ``N - n``. Known left null vectors (``dependencies``) are
-   deflated first.
-2. ``"eigen"``, the eigenvalues of ``C`` (``torch.linalg.eigvalsh``, values only) with a
+   deflated first. One inverse step from a random start comes before Lanczos: its Rayleigh
+   quotient, a lower bound on the largest eigenvalue of the inverse, already rules out most
+   deficient matrices.
+2. ``"inertia"``, a deficient matrix without the eigenvalues: ``k``, the number of eigenvalues
+   of ``C`` below ``max(rtol^2 (1 + 2 MARGIN), CERTIFY^2) s_1^2``, from the signs of ``D`` in
+   ``C - shift I = L D L^T`` (Bunch-Kaufman, Sylvester's law of inertia; ``n^3 / 3`` flops). The
+   null space check of path 3 proves those ``k`` below ``tol``, and the condition is
+   ``lambda_{k+1}`` by Lanczos on ``(C + mu I)^{-1}`` with the ``k`` vectors projected out (kept
+   only where the null space's leak into it is provably below ``LEAK``). Rank ``n - k``, no weak
+   value but the ``k``. Where the check fails (weak values between ``tol`` and ``rtol s_1``),
+   path 3.
+3. ``"eigen"``, the eigenvalues of ``C`` (``torch.linalg.eigvalsh``, values only) with a
    certified null space: the ``k`` eigenvalues below ``CERTIFY^2 s_1^2`` are candidates for zero
    singular values, the others are singular values ``>= CERTIFY s_1`` (rank at least ``n - k``,
    condition and weak count read off them). The candidates' eigenvectors are found by inverse
@@ -29,14 +39,19 @@ zero; there ``U`` itself decides. Three paths, the first that decides:
    from the sparse ``U`` with no squaring, bounds the ``k`` smallest singular values from above
    (Courant-Fischer). When it is below ``tol / 2`` those ``k`` values are below ``tol``: rank
    ``n - k`` exactly, as the SVD counts it. Else, or when an eigenvalue lies within ``MARGIN``
-   of ``rtol^2 s_1^2``, path 3.
-3. ``"svd"``: all singular values of the dense (zero-free) matrix, ``torch.linalg.svdvals``
+   of ``rtol^2 s_1^2``, path 4.
+4. ``"svd"``: all singular values of the dense (zero-free) matrix, ``torch.linalg.svdvals``
    (LAPACK's divide and conquer, values only).
 
-Costs for ``n`` unknowns (``n <= M``): the Gram matrix ``8 n^2`` bytes; the certificate
-``n^3 / 3`` flops (Cholesky) plus tens of Lanczos steps; the eigenvalues ``4 n^3 / 3`` flops (half
-BLAS-2), the null space ``n^3 / 3`` plus ``4 n^2 k`` per iteration; the SVD ``4 M n^2 - 4 n^3 / 3``
-flops (half BLAS-2) and ``8 M n`` bytes.
+Lanczos (the largest eigenvalue of ``C``, of its shifted inverse, of the deflated inverse) checks
+its Ritz residual at every step, so an inverse whose top eigenvalue stands apart stops after a
+few solves.
+
+Costs for ``n`` unknowns (``n <= M``): the Gram matrix ``8 n^2`` bytes (the forward rows' part
+from the layer's own formula where it has one, ``leading``); the certificate ``n^3 / 3`` flops
+(Cholesky) plus tens of Lanczos steps; the inertia ``n^3 / 3`` flops; the eigenvalues
+``4 n^3 / 3`` flops (half BLAS-2), the null space ``n^3 / 3`` plus ``4 n^2 k`` per iteration; the
+SVD ``4 M n^2 - 4 n^3 / 3`` flops (half BLAS-2) and ``8 M n`` bytes.
 
 Dense work runs on ``device`` (torch: Cholesky, eigenvalues, triangular solves, SVD); the sparse
 matrix, its products and Lanczos (scipy) stay on the CPU.
@@ -45,11 +60,13 @@ matrix, its products and Lanczos (scipy) stay on the CPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import LinearOperator, eigsh
 from threadpoolctl import threadpool_limits
 
@@ -61,8 +78,10 @@ MARGIN = 1e-3  # relative distance from rtol * s_max below which the SVD decides
 # off by about its square over the relative gap (measured on 7 networks of the family: the
 # condition within 2e-9 of the SVD's, against 3e-10 at 1e-10, with a third fewer products)
 LANCZOS_TOL = 1e-5
+LANCZOS_STEPS = 300  # Lanczos vectors kept before eigsh restarts from the Ritz vector
 SHIFT = 1e-11  # inverse iteration on C + SHIFT s_max^2 I (above n eps: C + mu I factors)
 NULL_ITERATIONS = 5  # inverse iterations before the null space is given up to the SVD
+LEAK = 1e-9  # the null space's largest allowed share of 1 / lambda_{k+1} in the deflated inverse
 HEAVY = 1 / 8  # rows touching more than this share of the columns: Gram product dense
 EPS = float(np.finfo(np.float64).eps)
 
@@ -74,7 +93,7 @@ class Spectrum:
     rank: int
     condition: float
     weak: int  # singular values <= rtol * s_max, plus N - min(M, N)
-    method: str  # "gram" (certificate), "eigen" (Gram eigenvalues) or "svd" (singular values)
+    method: str  # "gram" (certificate), "inertia", "eigen" (Gram eigenvalues) or "svd"
 
 
 def from_singular_values(singular: torch.Tensor, shape: tuple[int, int], rtol: float) -> Spectrum:
@@ -90,7 +109,30 @@ def from_singular_values(singular: torch.Tensor, shape: tuple[int, int], rtol: f
 
 
 def _largest_eigenvalue(operator: LinearOperator, size: int) -> float:
-    start = np.random.default_rng(0).standard_normal(size)
+    """The largest eigenvalue of a symmetric ``operator``: Lanczos with full reorthogonalisation,
+    stopped at the first step whose Ritz pair's residual ``beta_j |e_j^T s|`` is at most
+    ``LANCZOS_TOL`` of its value (ARPACK's test, which ``eigsh`` applies only at each restart,
+    every ``ncv`` steps); ``eigsh`` from the Ritz vector if ``LANCZOS_STEPS`` do not reach it."""
+    vector = np.random.default_rng(0).standard_normal(size)
+    vector /= np.linalg.norm(vector)
+    basis = np.empty((min(size, LANCZOS_STEPS), size))
+    diagonal: list[float] = []
+    off_diagonal: list[float] = []
+    for step in range(basis.shape[0]):
+        basis[step] = vector
+        product = operator.matvec(vector)
+        diagonal.append(float(product @ vector))
+        kept = basis[: step + 1]
+        for _ in range(2):  # twice is enough (Kahan)
+            product = product - kept.T @ (kept @ product)
+        beta = float(np.linalg.norm(product))
+        values, vectors = eigh_tridiagonal(np.array(diagonal), np.array(off_diagonal))
+        largest = float(values[-1])
+        if beta * abs(vectors[-1, -1]) <= LANCZOS_TOL * abs(largest) or step + 1 == size:
+            return largest
+        off_diagonal.append(beta)
+        vector = product / beta
+    start = basis.T @ vectors[:, -1]
     values = eigsh(operator, k=1, which="LA", tol=LANCZOS_TOL, v0=start, return_eigenvectors=False)
     return float(values[0])
 
@@ -100,7 +142,7 @@ def _outer_sum(rows: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     more than ``HEAVY`` of the columns as one dense product (BLAS), the others sparse."""
     heavy = np.diff(rows.indptr) > HEAVY * rows.shape[1]
     light = rows[~heavy] if heavy.any() else rows
-    product = light.T @ light
+    product = (light.T @ light).tocsr()  # CSR's toarray is row-major: LAPACK factors it faster
     product.sort_indices()  # toarray writes sorted rows several times faster
     gram = torch.from_numpy(product.toarray()).to(device)
     if heavy.any():
@@ -113,13 +155,27 @@ class _Gram:
     """The smaller Gram matrix of a sparse ``U`` (or the row one), dense on ``device``, with
     ``U``'s other factor for products."""
 
-    def __init__(self, matrix: sp.csr_matrix, rows_first: bool, device: torch.device) -> None:
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        rows_first: bool,
+        device: torch.device,
+        known: Callable[[], tuple[np.ndarray, torch.Tensor] | None] | None = None,
+    ) -> None:
+        """``known`` (column Gram matrix only): where available, a mask of ``matrix``'s rows and
+        their column Gram matrix, dense; the other rows are summed as usual."""
         # C = left @ right, right = left^T; right's columns are C's size
         self.left, self.right = (
             (matrix, matrix.T.tocsr()) if rows_first else (matrix.T.tocsr(), matrix)
         )
         self.size = self.left.shape[0]
-        self.dense = _outer_sum(self.right, device)
+        part = None if rows_first or known is None else known()
+        if part is None:
+            self.dense = _outer_sum(self.right, device)
+        else:
+            rows, gram = part
+            self.dense = _outer_sum(self.right[~rows], device)
+            self.dense += gram.to(device)
 
     def largest(self) -> float:
         """``s_1^2`` by Lanczos on ``C``: through the sparse factors or the dense ``C``,
@@ -189,35 +245,71 @@ def _gram_certificate(
         vector = torch.from_numpy(v.reshape(-1, 1)).to(factor.device)
         return _cholesky_solve(factor, vector).cpu().numpy().ravel()
 
+    def fails(largest: float) -> bool:  # s_n / s_1 from a value of (C + shift I)^{-1}
+        ratio = math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)
+        return ratio < CERTIFY or ratio <= rtol * (1 + MARGIN)  # weak values: all counted
+
     size = gram.size
+    # a Rayleigh quotient is at most the largest eigenvalue: one inverse step from a random start
+    # already shows a null space (its components grow by 1 / shift), before any Lanczos
+    start = np.random.default_rng(1).standard_normal(size)
+    step = inverse(start)
+    if fails(float(step @ inverse(step)) / float(step @ step)):
+        return None, reusable
     largest = _largest_eigenvalue(
         LinearOperator((size, size), matvec=inverse, dtype=np.float64), size
     )
-    ratio = math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)
-    if ratio < CERTIFY or ratio <= rtol * (1 + MARGIN):  # weak values need every one counted
+    if fails(largest):
         return None, reusable
-    return (size - known, 1.0 / ratio), reusable
+    return (size - known, 1.0 / math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)), reusable
 
 
-def _null_space_certified(
+def _null_space(
     gram: _Gram, count: int, s_max2: float, bound: float, factor: torch.Tensor | None = None
-) -> bool:
-    """Whether ``count`` singular values of ``U`` are at most ``bound``: inverse iteration on
-    ``C + mu I`` (``factor``, its Cholesky factor, where already computed) for the ``count``
-    smallest eigenvectors, checked on ``U`` itself."""
+) -> tuple[torch.Tensor, float] | None:
+    """Orthonormal ``Y`` (``count`` columns) with ``||U^T Y||_2 <= bound`` (or ``||U Y||_2``), and
+    that norm: inverse iteration on ``C + mu I`` (``factor``, its Cholesky factor, where already
+    computed) for the ``count`` smallest eigenvectors, checked on ``U`` itself; None where
+    ``NULL_ITERATIONS`` do not reach ``bound``. Then ``count`` singular values are at most it."""
     matrix = gram.dense
     if factor is None:
         factor = _shifted_factor(matrix, SHIFT * s_max2)
     if factor is None:
-        return False
+        return None
     generator = torch.Generator().manual_seed(0)
     basis = torch.randn(gram.size, count, generator=generator, dtype=matrix.dtype)
     basis = basis.to(matrix.device)
     for _ in range(NULL_ITERATIONS):
         basis = torch.linalg.qr(_cholesky_solve(factor, basis)).Q
-        if gram.upper_bound(basis) <= bound:
-            return True
-    return False
+        reached = gram.upper_bound(basis)
+        if reached <= bound:
+            return basis, reached
+    return None
+
+
+def _negative_count(matrix: torch.Tensor, shift: float) -> int | None:
+    """How many eigenvalues of the symmetric ``matrix`` lie below ``shift``: the negative
+    eigenvalues of ``D`` in ``matrix - shift I = P L D L^T P^T`` (Bunch-Kaufman,
+    ``torch.linalg.ldl_factor_ex``; Sylvester's law of inertia). None where ``D`` is singular."""
+    shifted = matrix.clone()
+    shifted.diagonal().sub_(shift)
+    factor, pivots, info = torch.linalg.ldl_factor_ex(shifted)
+    if int(info) != 0:
+        return None
+    diagonal = factor.diagonal().cpu().tolist()
+    below = factor.diagonal(-1).cpu().tolist()
+    two_by_two = (pivots < 0).cpu().tolist()  # a 2x2 block's both rows hold the same negative pivot
+    count, row = 0, 0
+    while row < len(diagonal):
+        if two_by_two[row]:  # the block [[a, b], [b, c]]
+            a, b, c = diagonal[row], below[row], diagonal[row + 1]
+            determinant = a * c - b * b
+            count += 1 if determinant < 0 else (2 if a < 0 else 0)
+            row += 2
+        else:
+            count += diagonal[row] < 0
+            row += 1
+    return count
 
 
 def _eigen_spectrum(
@@ -240,20 +332,92 @@ def _eigen_spectrum(
     relative = values[null:] / s_max2
     if bool(((relative - rtol**2).abs() <= 2 * MARGIN * rtol**2).any()):
         return None
-    if null and not _null_space_certified(gram, null, s_max2, tolerance / 2, factor):
+    if null and _null_space(gram, null, s_max2, tolerance / 2, factor) is None:
         return None
     condition = math.sqrt(s_max2 / float(values[null]))
     weak = null + int((relative <= rtol**2).sum()) + shape[1] - gram.size
     return Spectrum(rank, condition, weak, "eigen")
 
 
-def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """``matrix`` without its zero rows and columns, and the rows kept."""
+def _inertia_spectrum(
+    gram: _Gram,
+    s_max2: float,
+    shape: tuple[int, int],
+    rtol: float,
+    factor: torch.Tensor | None = None,
+) -> Spectrum | None:
+    """:class:`Spectrum` of a deficient matrix without all eigenvalues, or None where this cannot
+    decide (module docstring, path 2a).
+
+    ``k``, the eigenvalues of ``C`` below ``slice = max(rtol^2 (1 + 2 MARGIN), CERTIFY^2) s_1^2``,
+    by inertia; the null space check proves those ``k`` singular values below numpy's tolerance
+    and gives ``Y``; every other eigenvalue is at least ``slice``: rank ``n - k``, no weak value
+    beyond the ``k``. The condition needs ``lambda_{k+1}``: Lanczos on ``P (C + mu I)^{-1} P``,
+    ``P = I - Y Y^T``. Where ``Y`` misses the null space by an angle ``theta``, the null
+    eigenvalues ``1 / mu`` leak into that operator by ``sin^2 theta / mu`` at most, and
+    ``sin theta <= ||C Y|| / lambda_{k+1} <= s_1 ||U^T Y|| / lambda_{k+1}`` (Davis-Kahan); the
+    result is kept when the leak is below ``LEAK`` of ``1 / lambda_{k+1}``."""
+    s_max = math.sqrt(s_max2)
+    tolerance = s_max * max(shape) * EPS
+    if rtol > 0 and rtol * s_max < tolerance:
+        return None
+    slice_ = max(rtol**2 * (1 + 2 * MARGIN), CERTIFY**2) * s_max2
+    null = _negative_count(gram.dense, slice_)
+    if not null or null >= gram.size:
+        return None
+    shift = SHIFT * s_max2
+    shifted = factor if factor is not None else _shifted_factor(gram.dense, shift)
+    found = None if shifted is None else _null_space(gram, null, s_max2, tolerance / 2, shifted)
+    if shifted is None or found is None:
+        return None
+    basis, reached = found
+
+    def deflated_inverse(v: np.ndarray) -> np.ndarray:  # P (C + mu I)^{-1} P v
+        vector = torch.from_numpy(v.reshape(-1, 1)).to(basis.device)
+        vector = vector - basis @ (basis.T @ vector)
+        vector = _cholesky_solve(shifted, vector)
+        return (vector - basis @ (basis.T @ vector)).cpu().numpy().ravel()
+
+    size = gram.size
+    operator = LinearOperator((size, size), matvec=deflated_inverse, dtype=np.float64)
+    smallest = 1.0 / _largest_eigenvalue(operator, size) - shift  # lambda_{k+1}
+    if smallest < slice_ * (1 - MARGIN):  # not what the inertia says: the eigenvalues decide
+        return None
+    sine = s_max * reached / smallest
+    if sine**2 / shift > LEAK / smallest:
+        return None
+    weak = null + shape[1] - size
+    return Spectrum(size - null, math.sqrt(s_max2 / smallest), weak, "inertia")
+
+
+def _nonzero(matrix: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """``matrix`` without its zero rows and columns, the rows kept and the columns kept."""
     used_rows = np.flatnonzero(matrix.getnnz(axis=1))
     columns = np.flatnonzero(matrix.getnnz(axis=0))
     if used_rows.size == matrix.shape[0] and columns.size == matrix.shape[1]:
-        return matrix, used_rows
-    return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows
+        return matrix, used_rows, columns
+    return matrix.tocsc()[:, columns].tocsr()[used_rows], used_rows, columns
+
+
+def _known_rows(
+    leading: tuple[int, Callable[[], torch.Tensor | None]],
+    used_rows: np.ndarray,
+    columns: np.ndarray,
+) -> Callable[[], tuple[np.ndarray, torch.Tensor] | None]:
+    """The non-zero part's rows among the leading ones and their column Gram matrix on the
+    columns kept, computed when first asked for."""
+    count, compute = leading
+
+    def known() -> tuple[np.ndarray, torch.Tensor] | None:
+        gram = compute()
+        if gram is None:
+            return None
+        if columns.size != gram.shape[0]:
+            kept = torch.from_numpy(columns).to(gram.device)
+            gram = gram[kept][:, kept]
+        return used_rows < count, gram
+
+    return known
 
 
 def spectrum(
@@ -262,6 +426,7 @@ def spectrum(
     rank_bound: int | None = None,
     dependencies: sp.csc_matrix | None = None,
     device: torch.device | str = "cpu",
+    leading: tuple[int, Callable[[], torch.Tensor | None]] | None = None,
 ) -> Spectrum:
     """Rank at numpy's tolerance, condition and weak count of ``matrix`` (module docstring).
 
@@ -271,11 +436,14 @@ def spectrum(
     non-zero part could reach, the certificate is tried with the dependencies deflated when the
     bound leaves them the only ones; the eigenvalues of the smaller Gram matrix next, the SVD
     last. Dense work runs on ``device`` with torch's thread setting; scipy's BLAS (Lanczos,
-    sparse products) on one thread.
+    sparse products) on one thread. ``leading``: ``(r, compute)``, where ``compute()`` returns
+    the column Gram matrix of ``matrix``'s first ``r`` rows (dense, or None), used in place of
+    their sparse product (:func:`fl_leak.attacks.linear.matrix.forward_gram`).
     """
     device = torch.device(device)
     shape = matrix.shape
-    nonzero, used_rows = _nonzero(matrix)
+    nonzero, used_rows, columns = _nonzero(matrix)
+    known = None if leading is None else _known_rows(leading, used_rows, columns)
     size = min(nonzero.shape)
     if size == 0:
         return Spectrum(0, math.inf, shape[1], "svd")
@@ -288,7 +456,8 @@ def spectrum(
         try_certificate = deflate.shape[1] > 0 and rank_bound == nonzero.shape[0] - deflate.shape[1]
     smaller_rows = nonzero.shape[0] < nonzero.shape[1]
     with threadpool_limits(limits=1, user_api="blas"):
-        gram = _Gram(nonzero, smaller_rows or (try_certificate and deflate is not None), device)
+        rows_first = smaller_rows or (try_certificate and deflate is not None)
+        gram = _Gram(nonzero, rows_first, device, known)
         s_max2 = gram.largest()
         factor = None  # of C + SHIFT s_1^2 I, shared by the certificate and the null space
         if try_certificate and s_max2 > 0:
@@ -297,9 +466,11 @@ def spectrum(
                 rank, condition = certified
                 return Spectrum(rank, condition, shape[1] - rank, "gram")
         if gram.size != size:  # the row Gram matrix of a tall matrix (deflation): the smaller one
-            gram, factor = _Gram(nonzero, smaller_rows, device), None
-        eigen = _eigen_spectrum(gram, s_max2, shape, rtol, factor) if s_max2 > 0 else None
-        if eigen is not None:
-            return eigen
+            gram, factor = _Gram(nonzero, smaller_rows, device, known), None
+        if s_max2 > 0:
+            for path in (_inertia_spectrum, _eigen_spectrum):
+                found = path(gram, s_max2, shape, rtol, factor)
+                if found is not None:
+                    return found
     dense = torch.from_numpy(nonzero.toarray()).to(device)
     return from_singular_values(torch.linalg.svdvals(dense), shape, rtol)

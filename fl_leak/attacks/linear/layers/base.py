@@ -101,6 +101,13 @@ class WeightOperator(ABC):
         (R-GAP's counting; the audit reports them). None for a layer without padding."""
         return 0
 
+    def forward_gram(self, squared_scale: Tensor) -> Tensor | None:
+        """``A_1^T diag(s) A_1`` for one sample, dense float64 ``(n_in, n_in)``, with ``s``
+        (``out_shape``) the squared row scales: the column Gram matrix of the layer's forward
+        rows, which the audit otherwise forms as a sparse product. None (the default) where the
+        layer has no such formula."""
+        return None
+
     def patch_index(self) -> Tensor | None:
         """Where each weight meets the input, for a layer ``z[o, l] = sum_q W[o, q] x[idx[q, l]]``.
 

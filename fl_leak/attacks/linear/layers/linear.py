@@ -24,6 +24,11 @@ class FullyConnectedOperator(WeightOperator):
     def gradient_adjoint(self, g: Tensor, d: Tensor) -> Tensor:
         return d @ g
 
+    def forward_gram(self, squared_scale: Tensor) -> Tensor:
+        """``W^T diag(s) W``."""
+        weight = self.weight.detach().double()
+        return (weight * squared_scale.double().reshape(-1, 1)).T @ weight
+
     def patch_index(self) -> Tensor:
         """Every weight column meets its input entry at the one output position."""
         return torch.arange(int(self.weight.shape[1]), device=self.weight.device).reshape(-1, 1)
