@@ -10,7 +10,7 @@ from torch import nn
 
 import fl_leak
 from fl_leak.attacks.linear.matrix import forward_gram, left_null_vectors, system_matrix
-from fl_leak.attacks.linear.spectrum import _negative_count, spectrum
+from fl_leak.attacks.linear.spectrum import _negative_count, _outer_sum, spectrum
 from fl_leak.metrics.audit import probe_layers
 from tests.test_audit import SMALL, _materialised
 
@@ -130,3 +130,19 @@ def test_forward_gram_equals_the_sparse_product(model):
         rows = system_matrix(system)[: system.num_forward_rows]
         expected = (rows.T @ rows).toarray()
         assert np.allclose(gram.numpy(), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_gram_matrix_equals_the_sparse_product():
+    """Heavy rows in separate, in overlapping and in the same column ranges, light rows among
+    them: the Gram matrix against scipy's product."""
+    generator = np.random.default_rng(4)
+    blocks = []
+    for start, stop in [(0, 30), (30, 60), (50, 80), (10, 20), (90, 120)]:
+        block = np.zeros((6, 120))
+        block[:, start:stop] = generator.standard_normal((6, stop - start))
+        blocks.append(block)
+    light = np.where(generator.random((20, 120)) < 0.05, generator.standard_normal((20, 120)), 0)
+    matrix = sp.csr_matrix(np.vstack([*blocks, light])[generator.permutation(50)])
+    gram = _outer_sum(matrix, torch.device("cpu")).numpy()
+    expected = (matrix.T @ matrix).toarray()
+    assert np.allclose(gram, expected, rtol=0, atol=1e-12 * np.abs(expected).max())

@@ -137,17 +137,41 @@ def _largest_eigenvalue(operator: LinearOperator, size: int) -> float:
     return float(values[0])
 
 
+def _column_spans(rows: sp.csr_matrix) -> list[tuple[int, int, np.ndarray]]:
+    """The rows (none empty) grouped by the column ranges they span: ``(start, stop, members)``
+    for each connected run of overlapping ranges (a convolution's gradient rows: one run per
+    input channel)."""
+    rows.sort_indices()
+    first = rows.indices[rows.indptr[:-1]]
+    last = rows.indices[rows.indptr[1:] - 1]
+    order = np.argsort(first, kind="stable")
+    spans: list[tuple[int, int, np.ndarray]] = []
+    begin, start, stop = 0, int(first[order[0]]), int(last[order[0]]) + 1
+    for position in range(1, order.size + 1):
+        row = order[position] if position < order.size else None
+        if row is not None and first[row] < stop:
+            stop = max(stop, int(last[row]) + 1)
+            continue
+        spans.append((start, stop, order[begin:position]))
+        if row is not None:
+            begin, start, stop = position, int(first[row]), int(last[row]) + 1
+    return spans
+
+
 def _outer_sum(rows: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """``rows^T rows``, dense: the sum of each row's outer product with itself, the rows with
-    more than ``HEAVY`` of the columns as one dense product (BLAS), the others sparse."""
+    more than ``HEAVY`` of the columns as dense products (BLAS), one per run of overlapping
+    column ranges onto its diagonal block, the others as one sparse product."""
     heavy = np.diff(rows.indptr) > HEAVY * rows.shape[1]
     light = rows[~heavy] if heavy.any() else rows
     product = (light.T @ light).tocsr()  # CSR's toarray is row-major: LAPACK factors it faster
     product.sort_indices()  # toarray writes sorted rows several times faster
     gram = torch.from_numpy(product.toarray()).to(device)
     if heavy.any():
-        dense = torch.from_numpy(rows[heavy].toarray()).to(device)
-        gram += dense.T @ dense
+        dense_rows = rows[heavy]
+        for start, stop, members in _column_spans(dense_rows):
+            dense = torch.from_numpy(dense_rows[members][:, start:stop].toarray()).to(device)
+            gram[start:stop, start:stop] += dense.T @ dense
     return gram
 
 
