@@ -4,9 +4,9 @@ For every layer below the last of each network (batch 1, random probe, as ``fl_l
 
 * before: the dense matrix built column by column (``LayerSystem.dense``) and all its singular
   values (``torch.linalg.svdvals``);
-* now: the sparse matrix (:func:`fl_leak.attacks.linear.matrix.system_matrix`) and
-  :func:`fl_leak.attacks.linear.spectrum.spectrum` (Gram certificate, else the Gram matrix's
-  eigenvalues with a certified null space, else the dense SVD).
+* now: :func:`fl_leak.attacks.linear.matrix.layer_spectrum`, as the audit computes it: the sparse
+  matrix and :func:`fl_leak.attacks.linear.spectrum.spectrum` (Gram certificate, else an inertia
+  count or the Gram matrix's eigenvalues with a certified null space, else the dense SVD).
 
 Both on one torch thread. Prints the machine's load (``uptime``) before and after, each network's
 seconds both ways, the ratio, the index both ways and the path each layer took now, and stops with

@@ -22,12 +22,12 @@ layer). It is 0 when every layer is uniquely solvable and more negative the more
 undetermined.
 
 Ranks are exact (numpy's default tolerance ``s_max * max(M, N) * eps`` on float64: certified
-from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, else from the Gram
-matrix's eigenvalues with the candidate null space checked on the matrix itself, else from the
-singular values of the dense matrix; :mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while
-``min(M, N) <= max_dense``; above that the audit
-reports the structural lower bound on the deficiency (unknowns minus independent rows, and
-unknowns no row touches), marked ``method="bound"``, with no condition number.
+from a Cholesky factorisation of the sparse matrix's Gram matrix where it can, else from an
+inertia count or the Gram matrix's eigenvalues with the candidate null space checked on the matrix
+itself, else from the singular values of the dense matrix;
+:mod:`fl_leak.attacks.linear.spectrum`, docs/audit.md) while ``min(M, N) <= max_dense``; above
+that the audit reports the structural lower bound on the deficiency (unknowns minus independent
+rows, and unknowns no row touches), marked ``method="bound"``, with no condition number.
 
 Uniquely solvable is not recoverable: a direction whose singular value is ``10^-6`` of the
 largest amplifies the update's rounding (float32: about ``10^-7``) to the whole image. Each row
