@@ -344,7 +344,7 @@ def _eigen_spectrum(
     factor: torch.Tensor | None = None,
 ) -> Spectrum | None:
     """:class:`Spectrum` from the eigenvalues of ``C`` and a certified null space, or None
-    where they cannot decide (module docstring, path 2)."""
+    where they cannot decide (module docstring, path 3)."""
     values = torch.linalg.eigvalsh(gram.dense).cpu()  # ascending
     s_max2 = max(s_max2, float(values[-1]))
     s_max = math.sqrt(s_max2)
@@ -371,7 +371,7 @@ def _inertia_spectrum(
     factor: torch.Tensor | None = None,
 ) -> Spectrum | None:
     """:class:`Spectrum` of a deficient matrix without all eigenvalues, or None where this cannot
-    decide (module docstring, path 2a).
+    decide (module docstring, path 2).
 
     ``k``, the eigenvalues of ``C`` below ``slice = max(rtol^2 (1 + 2 MARGIN), CERTIFY^2) s_1^2``,
     by inertia; the null space check proves those ``k`` singular values below numpy's tolerance
