@@ -116,6 +116,7 @@ def test_the_wrapper_attacks_the_updates_of_any_strategy(
     assert (tmp_path / "grid_round_1.png").exists()
 
 
+@pytest.mark.slow  # about 30 s: CI runs this file after the default selection
 def test_flwr_run_runs_the_own_flower_app_and_records_every_update(tmp_path: Path) -> None:
     home, output_dir = tmp_path / "flwr-home", tmp_path / "leak"
     command = [
