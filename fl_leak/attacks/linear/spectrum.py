@@ -269,23 +269,26 @@ def _gram_certificate(
         vector = torch.from_numpy(v.reshape(-1, 1)).to(factor.device)
         return _cholesky_solve(factor, vector).cpu().numpy().ravel()
 
-    def fails(largest: float) -> bool:  # s_n / s_1 from a value of (C + shift I)^{-1}
-        ratio = math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)
+    def fails(ratio: float) -> bool:
         return ratio < CERTIFY or ratio <= rtol * (1 + MARGIN)  # weak values: all counted
+
+    def ratio_from(largest: float) -> float:  # s_n / s_1; at least it from a lower bound
+        return math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)
 
     size = gram.size
     # a Rayleigh quotient is at most the largest eigenvalue: one inverse step from a random start
     # already shows a null space (its components grow by 1 / shift), before any Lanczos
     start = np.random.default_rng(1).standard_normal(size)
     step = inverse(start)
-    if fails(float(step @ inverse(step)) / float(step @ step)):
+    if fails(ratio_from(float(step @ inverse(step)) / float(step @ step))):
         return None, reusable
     largest = _largest_eigenvalue(
         LinearOperator((size, size), matvec=inverse, dtype=np.float64), size
     )
-    if fails(largest):
+    ratio = ratio_from(largest)
+    if fails(ratio):
         return None, reusable
-    return (size - known, 1.0 / math.sqrt(max(1.0 / largest - shift, 0.0) / s_max2)), reusable
+    return (size - known, 1.0 / ratio), reusable
 
 
 def _null_space(
